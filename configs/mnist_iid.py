@@ -1,0 +1,7 @@
+"""Homogeneous MNIST: a random equal split across five agents (the paper's Sec. 5.1)."""
+
+from configs import default
+
+
+def get_config():
+  return default.get_config()

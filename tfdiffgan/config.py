@@ -1,0 +1,93 @@
+"""Config checks: catch a bad field before any work starts, and a resume that would not fit."""
+
+import json
+import os
+
+MODES = ("diffusion", "noncooperative", "centralized")
+STRATEGIES = ("default",)
+
+# Fields that may change between a run and its resumption: they schedule or log, they do not
+# change what is being trained.
+RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_every",
+                    "train.sample_every", "train.keep_checkpoints", "eval.")
+
+
+class ConfigError(ValueError):
+  """A config field is invalid; the message names it and the fix."""
+
+
+def _choice(value, allowed, field):
+  if value not in allowed:
+    raise ConfigError(f"{field}={value!r} is not one of {allowed}; set --config.{field}=...")
+
+
+def _positive(value, field, allow_zero=False):
+  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f"{field}={value!r} must be a {'non-negative' if allow_zero else 'positive'} "
+                      "number.")
+
+
+def validate(config):
+  """Raises ConfigError naming the first bad field."""
+  from tfdiffgan import data, diffusion, topology  # pylint: disable=g-import-not-at-top
+  _choice(config.data.name, data.DATASETS, "data.name")
+  _choice(config.data.partition, ("iid", "classes", "dirichlet"), "data.partition")
+  _choice(config.train.mode, MODES, "train.mode")
+  _choice(config.train.optimizer, diffusion.OPTIMIZERS, "train.optimizer")
+  _choice(config.train.loss, diffusion.LOSSES, "train.loss")
+  _choice(config.train.strategy, STRATEGIES, "train.strategy")
+  _choice(config.topology.graph, topology.GRAPHS, "topology.graph")
+  _choice(config.topology.rule, topology.RULES, "topology.rule")
+  for field in ("num_agents", "data.batch_size", "train.n_d", "train.n_g", "train.log_every",
+                "train.checkpoint_every", "train.sample_every", "train.keep_checkpoints",
+                "model.latent_dim"):
+    value = config
+    for part in field.split("."):
+      value = value[part]
+    if not isinstance(value, int) or value < 1:
+      raise ConfigError(f"{field}={value!r} must be a positive integer.")
+  _positive(config.train.iterations, "train.iterations", allow_zero=True)
+  _positive(config.train.learning_rate, "train.learning_rate", allow_zero=True)
+  _positive(config.model.width, "model.width")
+  if config.data.partition == "classes" and len(config.data.classes) != config.num_agents:
+    raise ConfigError(f"data.classes lists {len(config.data.classes)} agents but num_agents="
+                      f"{config.num_agents}; give one list of classes per agent.")
+
+
+def to_dict(config):
+  return json.loads(config.to_json())
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def check_resume(workdir, config):
+  """Refuses to resume a workdir whose saved config trains something else."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flatten(json.load(f))
+  new = _flatten(to_dict(config))
+  diffs = [f"{k}: saved {saved.get(k)!r}, now {new.get(k)!r}"
+           for k in sorted(set(saved) | set(new))
+           if saved.get(k) != new.get(k) and not k.startswith(RESUMABLE_FIELDS)]
+  if diffs:
+    raise ConfigError(f"{workdir} holds a run with a different config, so it cannot be resumed:\n  "
+                      + "\n  ".join(diffs) +
+                      "\nUse a new --workdir, or restore these values to resume the saved run.")
+
+
+def write(workdir, config):
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, "config.json.tmp")
+  with open(tmp, "w") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp, os.path.join(workdir, "config.json"))

@@ -1,0 +1,65 @@
+"""DCGAN generator and discriminator (Radford et al. 2016) as Keras models; nothing about agents.
+
+Width 1.0 reproduces the TensorFlow DCGAN tutorial's layer sizes (generator 256-128-64 filters,
+discriminator 64-128); a width multiplier scales every hidden layer for CPU-sized runs.
+
+The discriminator has no dropout (unlike the tutorial): a random mask would be state outside the
+combination step, and the paper's D_k is a deterministic function of w_k^D.
+"""
+
+import keras
+from keras import layers
+
+from tfdiffgan.data import IMAGE_SHAPE
+
+
+def _units(base, width):
+  return max(1, int(round(base * width)))
+
+
+def make_generator(latent_dim=100, width=1.0, name="generator"):
+  """z [N, latent] -> image [N, 28, 28, 1] in [-1, 1]."""
+  c1, c2, c3 = _units(256, width), _units(128, width), _units(64, width)
+  return keras.Sequential([
+      keras.Input((latent_dim,)),
+      layers.Dense(7 * 7 * c1, use_bias=False),
+      layers.BatchNormalization(),
+      layers.LeakyReLU(0.2),
+      layers.Reshape((7, 7, c1)),
+      layers.Conv2DTranspose(c2, 5, strides=1, padding="same", use_bias=False),
+      layers.BatchNormalization(),
+      layers.LeakyReLU(0.2),
+      layers.Conv2DTranspose(c3, 5, strides=2, padding="same", use_bias=False),
+      layers.BatchNormalization(),
+      layers.LeakyReLU(0.2),
+      layers.Conv2DTranspose(1, 5, strides=2, padding="same", activation="tanh"),
+  ], name=name)
+
+
+def make_discriminator(width=1.0, name="discriminator"):
+  """image [N, 28, 28, 1] -> logit [N, 1] (D = sigmoid(logit) in eq. 3)."""
+  c1, c2 = _units(64, width), _units(128, width)
+  return keras.Sequential([
+      keras.Input(IMAGE_SHAPE),
+      layers.Conv2D(c1, 5, strides=2, padding="same"),
+      layers.LeakyReLU(0.2),
+      layers.Conv2D(c2, 5, strides=2, padding="same"),
+      layers.LeakyReLU(0.2),
+      layers.Flatten(),
+      layers.Dense(1),
+  ], name=name)
+
+
+def combined_variables(model):
+  """The variables an agent shares in the combine step (eq. 10b): every weight, including the
+  BatchNorm moving statistics.
+
+  Why the moving statistics too: they are running averages of activations that are functions of
+  the weights. After the combine, agent k's weights are a mix of its neighbours' phi_l; keeping
+  only its own statistics would pair the mixed weights with statistics of the unmixed ones, and
+  the exported (inference-mode) generator would drift from the one being trained. Mixing them with
+  the same A keeps each agent's statistics in step with its weights, reduces to purely local
+  statistics when A = I, and makes them agree across agents when the weights do.
+  Optimizer state (Adam moments) is not shared: it is local adaptation, and SGD has none.
+  """
+  return list(model.trainable_variables) + list(model.non_trainable_variables)

@@ -1,0 +1,229 @@
+"""train_and_evaluate(config, workdir): the loop around the compiled step of Algorithm 1.
+
+Writes, under ``workdir``: config.json (resolved), checkpoints/ (resumable), TensorBoard events,
+samples/agent_K.png, export/agent_K/ (SavedModel per generator) and run.json (the run's record).
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from tfdiffgan import config as config_lib
+from tfdiffgan import data as data_lib
+from tfdiffgan import diffusion
+from tfdiffgan import export as export_lib
+from tfdiffgan import models
+from tfdiffgan import topology
+
+
+def log(fmt, *args):
+  """Progress lines on stdout; TensorFlow's own INFO chatter stays off."""
+  print("[tfdiffgan] " + (fmt % args if args else fmt), flush=True)
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (e.g. NaN losses); what was saved before is kept."""
+
+
+def build_network(config, num_data_agents):
+  """Combination matrix and agent count for the mode: A from the topology (diffusion), I
+  (non-cooperative), or a single GAN on the union of the shards (centralized)."""
+  mode = config.train.mode
+  if mode == "centralized":
+    return np.ones((1, 1)), 1
+  if mode == "noncooperative":
+    return np.eye(num_data_agents), num_data_agents
+  return topology.combination_matrix(config.topology, num_data_agents, seed=config.seed), \
+      num_data_agents
+
+
+def make_agents(config, num_agents, A, strategy):
+  """K generators and discriminators, each agent seeded on its own so agent k's initial weights
+  do not depend on K (non-cooperative agents are then exactly independent runs)."""
+  with strategy.scope():
+    gens, discs, d_opts, g_opts = [], [], [], []
+    for k in range(num_agents):
+      keras.utils.set_random_seed(config.seed * 1000 + k)
+      gens.append(models.make_generator(config.model.latent_dim, config.model.width,
+                                        name=f"generator_{k}"))
+      discs.append(models.make_discriminator(config.model.width, name=f"discriminator_{k}"))
+      d_opts.append(diffusion.make_optimizer(config.train.optimizer, config.train.learning_rate,
+                                             config.train.beta1))
+      g_opts.append(diffusion.make_optimizer(config.train.optimizer, config.train.learning_rate,
+                                             config.train.beta1))
+    return diffusion.DiffusionStep(gens, discs, d_opts, g_opts, A, n_d=config.train.n_d,
+                                   n_g=config.train.n_g, latent_dim=config.model.latent_dim,
+                                   loss=config.train.loss, seed=config.seed)
+
+
+def load_shards(config):
+  """The agents' private image shards (uint8), and the dataset's test split."""
+  arrays = data_lib.load_dataset(config.data.name, config.data.source_dir, verbose=True)
+  parts = data_lib.partition(arrays["y_train"], config.num_agents, config.data.partition,
+                             seed=config.seed, classes=config.data.classes,
+                             alpha=config.data.dirichlet_alpha)
+  shards = [arrays["x_train"][p] for p in parts]
+  labels = [np.bincount(arrays["y_train"][p], minlength=data_lib.NUM_CLASSES) for p in parts]
+  return shards, labels, arrays
+
+
+def _fmt_time(seconds):
+  seconds = int(max(0, seconds))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+  """Holds one run: its agents, checkpoint, summaries; ``run()`` trains to config.train.iterations."""
+
+  def __init__(self, config, workdir):
+    config_lib.validate(config)
+    config_lib.check_resume(workdir, config)
+    self.config, self.workdir = config, workdir
+    os.makedirs(workdir, exist_ok=True)
+    config_lib.write(workdir, config)
+    tf.random.set_seed(config.seed)
+
+    shards, self.shard_labels, self.arrays = load_shards(config)
+    self.A, self.K = build_network(config, len(shards))
+    self.lambda2 = topology.lambda2(self.A)
+    self.batch_size = config.data.batch_size
+    if config.train.mode == "centralized":  # same samples per iteration as K agents of batch B
+      shards, self.batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
+    self.shards = shards
+
+    self.strategy = tf.distribute.get_strategy()
+    self.step = make_agents(config, self.K, self.A, self.strategy)
+    self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+    self.checkpoint = tf.train.Checkpoint(iteration=self.iteration, **self.step.trackables())
+    self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
+                                              max_to_keep=config.train.keep_checkpoints)
+    if self.manager.latest_checkpoint:
+      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+      log("resumed %s at iteration %d", self.manager.latest_checkpoint,
+                   int(self.iteration.numpy()))
+    self.writer = tf.summary.create_file_writer(workdir)
+    self.fixed_noise = np.random.default_rng(config.seed).normal(
+        size=(100, config.model.latent_dim)).astype(np.float32)
+
+  # --------------------------------------------------------------------------------- outputs
+
+  def describe(self):
+    c = self.config
+    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s optimizer=%s "
+                 "mu=%s n_d=%d n_g=%d", c.train.mode, self.K, c.topology.graph, c.topology.rule,
+                 self.lambda2, c.data.name, c.data.partition, c.model.width, c.train.optimizer,
+                 c.train.learning_rate, c.train.n_d, c.train.n_g)
+    for k, counts in enumerate(self.shard_labels):
+      log("agent %d: %d images, classes %s", k, int(counts.sum()),
+                   [int(c) for c in np.flatnonzero(counts)])
+
+  def sample_grids(self):
+    """A 10x10 grid per agent from fixed noise, in inference mode (as the export will draw)."""
+    return [export_lib.image_grid(g(self.fixed_noise, training=False).numpy(), rows=10)
+            for g in self.step.generators]
+
+  def write_samples(self, step):
+    grids = self.sample_grids()
+    with self.writer.as_default(step=step):
+      for k, grid in enumerate(grids):
+        tf.summary.image(f"samples/agent_{k}", grid[None].astype(np.float32) / 255.0)
+        export_lib.write_png(os.path.join(self.workdir, "samples", f"agent_{k}.png"), grid)
+
+  def export(self):
+    paths = []
+    for k, g in enumerate(self.step.generators):
+      paths.append(export_lib.export_generator(
+          g, os.path.join(self.workdir, "export", f"agent_{k}"), self.config.model.latent_dim))
+    return paths
+
+  def disagreements(self):
+    return (diffusion.disagreement(self.step.discriminators),
+            diffusion.disagreement(self.step.generators))
+
+  # ------------------------------------------------------------------------------------ loop
+
+  def run(self):
+    c = self.config
+    total, start = int(c.train.iterations), int(self.iteration.numpy())
+    self.describe()
+    record = {"lambda_2": self.lambda2, "combination_matrix": self.A.tolist(), "num_agents": self.K,
+              "shard_classes": [np.flatnonzero(x).tolist() for x in self.shard_labels],
+              "start_iteration": start}
+    if start >= total:
+      log("workdir already holds %d >= %d iterations; exporting only", start, total)
+    pipeline = data_lib.network_pipeline(self.shards, self.batch_size, c.train.n_d, c.seed,
+                                         skip_iterations=start)
+    batches = iter(pipeline)
+    t_start = time.time()
+    t_window, i_window = t_start, start
+    trace_time = None
+    out = None
+    for i in range(start, total):
+      t0 = time.time()
+      out = self.step(next(batches))
+      d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
+      if trace_time is None:
+        trace_time = time.time() - t0
+        log("first iteration (tracing the step) took %.1fs", trace_time)
+      if not (np.all(np.isfinite(d_loss)) and np.all(np.isfinite(g_loss))):
+        bad = sorted(set(np.flatnonzero(~np.isfinite(d_loss)).tolist() +
+                         np.flatnonzero(~np.isfinite(g_loss)).tolist()))
+        raise TrainingError(
+            f"non-finite loss at iteration {i + 1} for agent(s) {bad} (D {d_loss}, G {g_loss}). "
+            f"Nothing more was saved; the last checkpoint ({self.manager.latest_checkpoint}) is "
+            "intact. Lower --config.train.learning_rate (or try --config.train.loss="
+            "nonsaturating) and rerun in a new workdir.")
+      self.iteration.assign(i + 1)
+      done = i + 1
+      if done % c.train.log_every == 0 or done == total:
+        now = time.time()
+        speed = (done - i_window) / max(now - t_window, 1e-9)
+        t_window, i_window = now, done
+        dis_d, dis_g = self.disagreements()
+        with self.writer.as_default(step=done):
+          for k in range(self.K):
+            tf.summary.scalar(f"loss_d/agent_{k}", d_loss[k])
+            tf.summary.scalar(f"loss_g/agent_{k}", g_loss[k])
+          tf.summary.scalar("disagreement/discriminator", dis_d)
+          tf.summary.scalar("disagreement/generator", dis_g)
+          tf.summary.scalar("speed/iterations_per_second", speed)
+        log("iter %d/%d | D %.3f G %.3f (mean over agents) | disagreement D %.2e G %.2e "
+                     "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
+                     dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
+      if done % c.train.sample_every == 0:
+        self.write_samples(done)
+      if done % c.train.checkpoint_every == 0:
+        self.manager.save(checkpoint_number=done)
+    elapsed = time.time() - t_start
+    done = int(self.iteration.numpy())
+    if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
+        f"-{done}"):
+      self.manager.save(checkpoint_number=done)
+    self.write_samples(done)
+    paths = self.export()
+    self.writer.flush()
+    dis_d, dis_g = self.disagreements()
+    record.update({
+        "iterations": done, "train_seconds": elapsed, "trace_seconds": trace_time,
+        "iterations_per_second": (done - start) / elapsed if done > start else None,
+        "disagreement_discriminator": dis_d, "disagreement_generator": dis_g,
+        "final_d_loss": None if out is None else out["d_loss"].numpy().tolist(),
+        "final_g_loss": None if out is None else out["g_loss"].numpy().tolist(),
+        "exports": paths,
+    })
+    with open(os.path.join(self.workdir, "run.json"), "w") as f:
+      json.dump(record, f, indent=2)
+    log("done: %d iterations in %s; samples in %s, exports in %s", done - start,
+                 _fmt_time(elapsed), os.path.join(self.workdir, "samples"),
+                 os.path.join(self.workdir, "export"))
+    return record
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (or resumes) the run in ``workdir`` and exports every agent's generator."""
+  return Trainer(config, workdir).run()
