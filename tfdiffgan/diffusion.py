@@ -49,7 +49,7 @@ def combine(variables_per_agent, A):
   Stacking agents on a leading axis turns the combine into A^T Phi: one tensordot per variable.
   """
   for group in zip(*variables_per_agent):
-    phi = tf.stack([v.value for v in group])            # [K, ...]
+    phi = tf.stack([tf.convert_to_tensor(v) for v in group])   # [K, ...]
     mixed = tf.tensordot(A, phi, axes=[[0], [0]])        # mixed[k] = sum_l A[l, k] phi[l]
     for k, v in enumerate(group):
       v.assign(mixed[k])

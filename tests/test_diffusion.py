@@ -1,0 +1,103 @@
+"""The compiled ATC step: combine arithmetic, A = I independence, contraction at rate lambda_2."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from tfdiffgan import diffusion, models, topology
+
+
+def _agents(K, lr=0.05, seed=0, optimizer="sgd", A=None, n_d=1, n_g=1, agent_ids=None):
+  gens, discs = [], []
+  for k in (agent_ids or range(K)):
+    keras.utils.set_random_seed(seed * 1000 + k)
+    gens.append(models.make_generator(8, 0.125))
+    discs.append(models.make_discriminator(0.125))
+  opts = lambda: [diffusion.make_optimizer(optimizer, lr) for _ in range(K)]
+  A = np.eye(K) if A is None else A
+  return diffusion.DiffusionStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=n_g, latent_dim=8,
+                                 seed=seed, agent_ids=agent_ids)
+
+
+def _real(K, n_d, batch=4, seed=0):
+  rng = np.random.default_rng(seed)
+  return tuple(tf.constant(rng.uniform(-1, 1, (n_d, batch, 28, 28, 1)).astype(np.float32))
+               for _ in range(K))
+
+
+def test_combine_equals_numpy():
+  rng = np.random.default_rng(0)
+  K = 4
+  A = topology.metropolis(topology.make_graph("ring", K))
+  values = [[rng.normal(size=(3, 5)), rng.normal(size=(7,))] for _ in range(K)]
+  variables = [[tf.Variable(v, dtype=tf.float32) for v in agent] for agent in values]
+  diffusion.combine(variables, tf.constant(A, tf.float32))
+  for j in range(2):
+    W = np.stack([values[k][j] for k in range(K)])                 # [K, ...]
+    expected = np.tensordot(A.T, W, axes=1)                        # w_k = sum_l a_lk phi_l
+    got = np.stack([variables[k][j].numpy() for k in range(K)])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_losses_match_equation_3():
+  real, fake = tf.constant([0.3, -1.2]), tf.constant([2.0, -0.5])
+  D = lambda l: 1 / (1 + np.exp(-l.numpy()))
+  J = np.mean(np.log(D(real))) + np.mean(np.log(1 - D(fake)))
+  assert float(diffusion.discriminator_loss(real, fake)) == pytest.approx(-J, rel=1e-5)
+  assert float(diffusion.generator_loss(fake, "minimax")) == pytest.approx(
+      np.mean(np.log(1 - D(fake))), rel=1e-5)
+  assert float(diffusion.generator_loss(fake, "nonsaturating")) == pytest.approx(
+      -np.mean(np.log(D(fake))), rel=1e-5)
+
+
+def test_identity_matrix_agents_are_independent_runs():
+  """With A = I the network is K single-GAN runs: agent 1 of a pair equals agent 1 alone."""
+  pair = _agents(2, seed=3)
+  alone = _agents(1, seed=3, agent_ids=[1])
+  real = _real(2, 1)
+  for _ in range(3):
+    pair(real)
+    alone((real[1],))
+  for a, b in zip(pair.generators[1].weights + pair.discriminators[1].weights,
+                  alone.generators[0].weights + alone.discriminators[0].weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+  # and the two agents of the pair really differ (independent inits, data and noise)
+  assert not np.allclose(pair.generators[0].weights[0].numpy(), pair.generators[1].weights[0].numpy())
+
+
+def test_zero_step_size_contracts_disagreement_at_rate_lambda2():
+  """mu = 0 leaves only the combine: disagreement shrinks by at most lambda_2^2 per round and
+  approaches exactly that rate (A symmetric)."""
+  K = 5
+  A = topology.metropolis(topology.make_graph("ring", K))
+  lam = topology.lambda2(A)
+  step = _agents(K, lr=0.0, A=A, n_d=1, n_g=1)
+  real = _real(K, 1)
+  d = [diffusion.disagreement(step.discriminators)]
+  for _ in range(12):
+    step(real)
+    d.append(diffusion.disagreement(step.discriminators))
+  ratios = np.array(d[1:]) / np.array(d[:-1])
+  assert d[0] > 0
+  assert (ratios <= lam ** 2 + 1e-3).all()
+  assert ratios[-1] == pytest.approx(lam ** 2, rel=0.05)
+
+
+def test_complete_graph_makes_agents_identical():
+  K = 3
+  step = _agents(K, A=np.full((K, K), 1 / K), n_d=2)
+  step(_real(K, 2))
+  for model_list in (step.discriminators, step.generators):
+    for w0, w1 in zip(model_list[0].weights, model_list[2].weights):  # incl. BN moving stats
+      np.testing.assert_allclose(w0.numpy(), w1.numpy(), atol=1e-6)
+
+
+def test_adam_state_stays_local_and_step_runs():
+  K = 2
+  step = _agents(K, lr=1e-3, optimizer="adam", A=np.full((K, K), 0.5))
+  out = step(_real(K, 1))
+  assert out["d_loss"].shape == (K,) and np.isfinite(out["g_loss"].numpy()).all()
+  m0 = step.d_optimizers[0].variables[2].numpy()
+  m1 = step.d_optimizers[1].variables[2].numpy()
+  assert not np.allclose(m0, m1)  # moments are per agent: different data, different moments
