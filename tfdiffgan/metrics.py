@@ -1,0 +1,260 @@
+"""Offline evaluation: a feature classifier the project trains itself, FID, KID and class coverage.
+
+Keras' InceptionV3 weights cannot be downloaded here, so the Frechet distance is taken on the
+penultimate layer of a small CNN trained (fixed seed, fixed architecture, versioned) on the
+dataset's train split. Such FIDs compare only within one classifier: its version and accuracy are
+part of every result. Inception FID is available when the user supplies a local weights file.
+
+Formulas follow TF-GAN's ``tfgan.eval`` (frechet_classifier_distance, kernel_classifier_distance),
+which no longer imports on TensorFlow >= 2.16 (tensorflow/gan#55); everything is float64.
+"""
+
+import json
+import os
+
+import numpy as np
+import warnings
+
+import scipy.linalg
+import scipy.ndimage
+import tensorflow as tf
+import keras
+
+from tfdiffgan import data as data_lib
+
+CLASSIFIER_VERSION = 1
+CLASSIFIER_EPOCHS = {"mnist": 2, "fashion_mnist": 5}
+MIN_ACCURACY = {"mnist": 0.985, "fashion_mnist": 0.90}
+COVERAGE_THRESHOLD = 0.05  # a class is covered when it holds at least 5% of the samples
+
+
+class MetricsError(RuntimeError):
+  """The feature classifier cannot be trained or loaded; the message says what to do."""
+
+
+# --------------------------------------------------------------------- feature classifier
+
+
+def _build_classifier():
+  return keras.Sequential([
+      keras.Input(data_lib.IMAGE_SHAPE),
+      keras.layers.Conv2D(32, 3, activation="relu"),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Conv2D(64, 3, activation="relu"),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Flatten(),
+      keras.layers.Dense(128, activation="relu", name="features"),
+      keras.layers.Dense(data_lib.NUM_CLASSES, name="logits"),
+  ], name="feature_classifier")
+
+
+class FeatureClassifier:
+  """Penultimate-layer features and class predictions for images in [-1, 1]."""
+
+  def __init__(self, model, dataset, accuracy):
+    self.model, self.dataset, self.accuracy = model, dataset, float(accuracy)
+    self.version = CLASSIFIER_VERSION
+    features = model.get_layer("features").output
+    self._both = keras.Model(model.inputs, [features, model.outputs[0]])
+    self._predict = tf.function(lambda x: self._both(x, training=False))
+
+  def features_and_logits(self, images, batch_size=1000):
+    feats, logits = [], []
+    for i in range(0, len(images), batch_size):
+      f, l = self._predict(tf.convert_to_tensor(images[i:i + batch_size], tf.float32))
+      feats.append(f.numpy())
+      logits.append(l.numpy())
+    return np.concatenate(feats).astype(np.float64), np.concatenate(logits)
+
+  def describe(self):
+    return {"dataset": self.dataset, "version": self.version, "test_accuracy": self.accuracy}
+
+
+def classifier_paths(dataset):
+  base = os.path.join(data_lib.cache_dir(), f"classifier_{dataset}_v{CLASSIFIER_VERSION}")
+  return base + ".keras", base + ".json"
+
+
+def train_classifier(dataset, arrays=None, seed=0, verbose=False):
+  """Trains the feature classifier with a fixed seed; fails loudly below the accuracy floor."""
+  arrays = arrays or data_lib.load_dataset(dataset)
+  keras.utils.set_random_seed(seed)
+  model = _build_classifier()
+  model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+  x, y = data_lib.to_float(arrays["x_train"]), arrays["y_train"]
+  model.fit(x, y, batch_size=128, epochs=CLASSIFIER_EPOCHS[dataset], shuffle=True,
+            verbose=2 if verbose else 0)
+  _, accuracy = model.evaluate(data_lib.to_float(arrays["x_test"]), arrays["y_test"],
+                               batch_size=1000, verbose=0)
+  if accuracy < MIN_ACCURACY[dataset]:
+    raise MetricsError(f"the {dataset} feature classifier reached test accuracy {accuracy:.4f} < "
+                       f"{MIN_ACCURACY[dataset]}; its FIDs would not be trustworthy. Check the "
+                       "dataset files (a corrupt cache?) and retry.")
+  return FeatureClassifier(model, dataset, accuracy)
+
+
+def load_classifier(dataset, verbose=False):
+  """The cached classifier for ``dataset`` (trained and cached on first use, ~30-70 s)."""
+  model_path, info_path = classifier_paths(dataset)
+  if os.path.exists(model_path) and os.path.exists(info_path):
+    try:
+      with open(info_path) as f:
+        info = json.load(f)
+      if info.get("version") == CLASSIFIER_VERSION:
+        return FeatureClassifier(keras.models.load_model(model_path), dataset,
+                                 info["test_accuracy"])
+    except Exception as e:  # pylint: disable=broad-except
+      if verbose:
+        print(f"[metrics] cached classifier unreadable ({e}); retraining")
+  if verbose:
+    print(f"[metrics] training the {dataset} feature classifier (once; cached in "
+          f"{data_lib.cache_dir()})", flush=True)
+  clf = train_classifier(dataset, verbose=verbose)
+  clf.model.save(model_path)
+  with open(info_path, "w") as f:
+    json.dump(clf.describe(), f)
+  if verbose:
+    print(f"[metrics] classifier test accuracy {clf.accuracy:.4f}", flush=True)
+  return clf
+
+
+# ------------------------------------------------------------------------------ distances
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+  """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al. 2017; TF-GAN's formula)."""
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+  with warnings.catch_warnings():  # dead ReLU units make S1 S2 singular; sqrtm still converges
+    warnings.simplefilter("ignore")
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.all(np.isfinite(covmean)):  # regularize as in the reference code
+      eps = 1e-6 * np.eye(len(sigma1))
+      covmean = scipy.linalg.sqrtm((sigma1 + eps) @ (sigma2 + eps))
+  covmean = np.real(covmean)
+  diff = mu1 - mu2
+  return float(max(0.0, diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean)))
+
+
+def gaussian_stats(features):
+  features = np.asarray(features, np.float64)
+  return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def fid_from_features(feats_a, feats_b):
+  return frechet_distance(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
+
+
+def kid_from_features(feats_a, feats_b, num_subsets=10, subset_size=1000, seed=0):
+  """Kernel Inception Distance: unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 (Binkowski et al.
+  2018), averaged over random subsets; returns (mean, standard error)."""
+  a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
+  m = min(subset_size, len(a), len(b))
+  if m < 2:
+    raise ValueError("KID needs at least two samples on each side")
+  d = a.shape[1]
+  rng = np.random.default_rng(seed)
+  values = []
+  for _ in range(num_subsets):
+    x = a[rng.choice(len(a), m, replace=False)]
+    y = b[rng.choice(len(b), m, replace=False)]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) +
+                  (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
+  values = np.array(values)
+  return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) \
+      if len(values) > 1 else 0.0
+
+
+def class_histogram(logits):
+  counts = np.bincount(np.argmax(logits, axis=1), minlength=data_lib.NUM_CLASSES)
+  return counts / max(1, counts.sum())
+
+
+def coverage(hist, threshold=COVERAGE_THRESHOLD):
+  return int(np.sum(np.asarray(hist) >= threshold))
+
+
+def entropy_bits(hist):
+  p = np.asarray(hist, np.float64)
+  p = p[p > 0]
+  return float(-(p * np.log2(p)).sum())
+
+
+# -------------------------------------------------------------------------------- evaluator
+
+
+class Evaluator:
+  """Scores generators against the real test split with one feature classifier."""
+
+  def __init__(self, dataset, classifier=None, real_images=None, verbose=False):
+    self.classifier = classifier or load_classifier(dataset, verbose=verbose)
+    if real_images is None:
+      real_images = data_lib.to_float(data_lib.load_dataset(dataset)["x_test"])
+    self.real_features, _ = self.classifier.features_and_logits(real_images)
+
+  def score_images(self, images, kid_subsets=10):
+    feats, logits = self.classifier.features_and_logits(images)
+    hist = class_histogram(logits)
+    kid, kid_se = kid_from_features(feats, self.real_features, num_subsets=kid_subsets)
+    return {"fid": fid_from_features(feats, self.real_features), "kid": kid, "kid_se": kid_se,
+            "coverage": coverage(hist), "entropy_bits": entropy_bits(hist),
+            "class_histogram": [round(float(h), 4) for h in hist], "num_samples": len(images)}
+
+  def score_generator(self, generate, latent_dim, num_samples, seed=0, batch_size=1000):
+    """``generate(z)`` -> images in [-1, 1]; draws num_samples from N(0, I) with ``seed``."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(0, num_samples, batch_size):
+      z = rng.normal(size=(min(batch_size, num_samples - i), latent_dim)).astype(np.float32)
+      images.append(np.asarray(generate(tf.constant(z))))
+    return self.score_images(np.concatenate(images))
+
+
+def network_summary(per_agent):
+  """Mean and spread over agents of each scalar metric."""
+  out = {}
+  for key in ("fid", "kid", "coverage", "entropy_bits"):
+    vals = np.array([m[key] for m in per_agent], np.float64)
+    out[key + "_mean"], out[key + "_std"] = float(vals.mean()), float(vals.std())
+    out[key + "_min"], out[key + "_max"] = float(vals.min()), float(vals.max())
+  return out
+
+
+def inception_features(images, weights_path, batch_size=32):
+  """Pool-3 InceptionV3 features from a local weights file (resize to 299, three channels)."""
+  if not weights_path or not os.path.exists(weights_path):
+    raise MetricsError(f"InceptionV3 weights file {weights_path!r} not found; pass a local "
+                       "'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5' (no network "
+                       "download happens here).")
+  model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights_path,
+                                         input_shape=(299, 299, 3))
+  feats = []
+  for i in range(0, len(images), batch_size):
+    x = tf.image.resize(tf.convert_to_tensor(images[i:i + batch_size], tf.float32), (299, 299))
+    feats.append(model(tf.repeat(x, 3, axis=-1), training=False).numpy())
+  return np.concatenate(feats).astype(np.float64)
+
+
+def degradations(real_images, labels, seed=0):
+  """Controlled corruptions of real images, mildest first: a sanity ladder for any FID.
+
+  Noise is N(0, 0.1) on the [0, 1] pixel scale (0.2 on the [-1, 1] scale used here).
+  """
+  rng = np.random.default_rng(seed)
+  x = np.asarray(real_images, np.float32)
+  blurred = scipy.ndimage.gaussian_filter(x, sigma=(0, 0.5, 0.5, 0))
+  half = x[np.isin(labels, [0, 1, 2, 3, 4])]
+  one = x[labels == 1]
+  return {
+      "noise N(0, 0.1)": np.clip(x + rng.normal(0, 0.2, x.shape).astype(np.float32), -1, 1),
+      "shift 2 px": np.roll(x, 2, axis=2),
+      "blur (Gaussian, 0.5 px)": blurred,
+      "classes 0-4 only": half,
+      "one class": one,
+      "uniform noise": rng.uniform(-1, 1, x.shape).astype(np.float32),
+  }
