@@ -46,4 +46,9 @@ def get_config():
   config.train.checkpoint_every = 250
   config.train.sample_every = 250
   config.train.keep_checkpoints = 2
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.eval_every = 250          # iterations between FID/KID/coverage passes (0 = never)
+  config.eval.periodic_samples = 2000   # samples per agent in those passes
+  config.eval.final_samples = 10000     # samples per agent scored at the end (0 = skip)
   return config

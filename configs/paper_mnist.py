@@ -14,4 +14,5 @@ def get_config():
   config.train.log_every = 100
   config.train.checkpoint_every = 1000
   config.train.sample_every = 1000
+  config.eval.eval_every = 1000
   return config

@@ -69,6 +69,8 @@ def tiny_config(source_dir, **overrides):
   c.train.log_every = 1
   c.train.checkpoint_every = 2
   c.train.sample_every = 2
+  c.eval.eval_every = 0
+  c.eval.final_samples = 0
   for key, value in overrides.items():
     node = c
     parts = key.split(".")

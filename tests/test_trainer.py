@@ -26,7 +26,8 @@ def _bin_train(workdir, *args):
 
 TINY_FLAGS = ["--config.model.width=0.125", "--config.data.batch_size=16",
               "--config.train.iterations=3", "--config.train.n_d=2", "--config.train.log_every=1",
-              "--config.train.checkpoint_every=2", "--config.train.sample_every=2"]
+              "--config.train.checkpoint_every=2", "--config.train.sample_every=2",
+              "--config.eval.eval_every=0", "--config.eval.final_samples=0"]
 
 
 def test_bin_train_writes_everything_and_export_reloads(tmp_path, idx_dir):
@@ -124,3 +125,16 @@ def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-2")
   again = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
   assert np.isfinite(again.step.discriminators[0].weights[0].numpy()).all()
+
+
+def test_periodic_and_final_evaluation_are_recorded(tmp_path):
+  workdir = str(tmp_path / "run")
+  c = tiny_config("", **{"eval.eval_every": 2, "eval.periodic_samples": 200,
+                         "eval.final_samples": 300})
+  record = trainer.Trainer(c, workdir).run()
+  lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [l["iteration"] for l in lines] == [2, 3]
+  assert len(lines[0]["agents"]) == 2 and lines[1]["num_samples"] == 300
+  final = json.load(open(os.path.join(workdir, "metrics.json")))
+  assert final["network"]["fid_mean"] == pytest.approx(record["metrics"]["fid_mean"])
+  assert final["classifier"]["test_accuracy"] >= 0.985

@@ -9,10 +9,12 @@ import tensorflow as tf
 from tfdiffgan.config import ConfigError
 from tfdiffgan.data import DataError
 from tfdiffgan.export import ExportError
+from tfdiffgan.metrics import MetricsError
 from tfdiffgan.topology import TopologyError
 from tfdiffgan.trainer import TrainingError
 
-KNOWN_ERRORS = (ConfigError, DataError, ExportError, TopologyError, TrainingError, ValueError)
+KNOWN_ERRORS = (ConfigError, DataError, ExportError, MetricsError, TopologyError, TrainingError,
+                ValueError)
 
 
 def run_or_explain(fn, *args, **kwargs):

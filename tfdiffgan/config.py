@@ -46,6 +46,12 @@ def validate(config):
       value = value[part]
     if not isinstance(value, int) or value < 1:
       raise ConfigError(f"{field}={value!r} must be a positive integer.")
+  for field in ("eval.eval_every", "eval.final_samples"):
+    value = config.eval[field.split(".")[1]]
+    if not isinstance(value, int) or value < 0:
+      raise ConfigError(f"{field}={value!r} must be a non-negative integer (0 turns it off).")
+  if config.eval.periodic_samples < 2:
+    raise ConfigError("eval.periodic_samples must be at least 2.")
   _positive(config.train.iterations, "train.iterations", allow_zero=True)
   _positive(config.train.learning_rate, "train.learning_rate", allow_zero=True)
   _positive(config.model.width, "model.width")

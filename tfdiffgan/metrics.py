@@ -95,7 +95,7 @@ def train_classifier(dataset, arrays=None, seed=0, verbose=False):
   return FeatureClassifier(model, dataset, accuracy)
 
 
-def load_classifier(dataset, verbose=False):
+def load_classifier(dataset, arrays=None, verbose=False):
   """The cached classifier for ``dataset`` (trained and cached on first use, ~30-70 s)."""
   model_path, info_path = classifier_paths(dataset)
   if os.path.exists(model_path) and os.path.exists(info_path):
@@ -111,7 +111,7 @@ def load_classifier(dataset, verbose=False):
   if verbose:
     print(f"[metrics] training the {dataset} feature classifier (once; cached in "
           f"{data_lib.cache_dir()})", flush=True)
-  clf = train_classifier(dataset, verbose=verbose)
+  clf = train_classifier(dataset, arrays=arrays, verbose=verbose)
   clf.model.save(model_path)
   with open(info_path, "w") as f:
     json.dump(clf.describe(), f)
@@ -182,7 +182,7 @@ def coverage(hist, threshold=COVERAGE_THRESHOLD):
 def entropy_bits(hist):
   p = np.asarray(hist, np.float64)
   p = p[p > 0]
-  return float(-(p * np.log2(p)).sum())
+  return float(-(p * np.log2(p)).sum()) + 0.0  # no "-0.00" for a single class
 
 
 # -------------------------------------------------------------------------------- evaluator
@@ -191,10 +191,10 @@ def entropy_bits(hist):
 class Evaluator:
   """Scores generators against the real test split with one feature classifier."""
 
-  def __init__(self, dataset, classifier=None, real_images=None, verbose=False):
-    self.classifier = classifier or load_classifier(dataset, verbose=verbose)
-    if real_images is None:
-      real_images = data_lib.to_float(data_lib.load_dataset(dataset)["x_test"])
+  def __init__(self, dataset, classifier=None, arrays=None, verbose=False):
+    arrays = arrays or data_lib.load_dataset(dataset)
+    self.classifier = classifier or load_classifier(dataset, arrays=arrays, verbose=verbose)
+    real_images = data_lib.to_float(arrays["x_test"])
     self.real_features, _ = self.classifier.features_and_logits(real_images)
 
   def score_images(self, images, kid_subsets=10):

@@ -16,6 +16,7 @@ from tfdiffgan import config as config_lib
 from tfdiffgan import data as data_lib
 from tfdiffgan import diffusion
 from tfdiffgan import export as export_lib
+from tfdiffgan import metrics
 from tfdiffgan import models
 from tfdiffgan import topology
 
@@ -107,6 +108,7 @@ class Trainer:
       log("resumed %s at iteration %d", self.manager.latest_checkpoint,
                    int(self.iteration.numpy()))
     self.writer = tf.summary.create_file_writer(workdir)
+    self._evaluator = None
     self.fixed_noise = np.random.default_rng(config.seed).normal(
         size=(100, config.model.latent_dim)).astype(np.float32)
 
@@ -140,6 +142,34 @@ class Trainer:
       paths.append(export_lib.export_generator(
           g, os.path.join(self.workdir, "export", f"agent_{k}"), self.config.model.latent_dim))
     return paths
+
+  @property
+  def evaluator(self):
+    if self._evaluator is None:  # the classifier is trained on first use, then cached
+      self._evaluator = metrics.Evaluator(self.config.data.name, arrays=self.arrays, verbose=True)
+    return self._evaluator
+
+  def evaluate(self, step, num_samples):
+    """FID, KID and class coverage of every agent against the real test split (Fig. 3)."""
+    per_agent = [self.evaluator.score_generator(lambda z, g=g: g(z, training=False),
+                                                self.config.model.latent_dim, num_samples,
+                                                seed=self.config.seed + 1)
+                 for g in self.step.generators]
+    network = metrics.network_summary(per_agent)
+    with self.writer.as_default(step=step):
+      for k, m in enumerate(per_agent):
+        for key in ("fid", "kid", "coverage"):
+          tf.summary.scalar(f"{key}/agent_{k}", m[key])
+      for key in ("fid", "kid", "coverage"):
+        tf.summary.scalar(f"{key}/mean", network[key + "_mean"])
+    entry = {"iteration": step, "num_samples": num_samples, "agents": per_agent,
+             "network": network, "classifier": self.evaluator.classifier.describe()}
+    with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps(entry) + "\n")
+    log("eval @%d | FID %s | mean %.2f | KID mean %.4f | coverage %s", step,
+        " ".join(f"{m['fid']:.1f}" for m in per_agent), network["fid_mean"],
+        network["kid_mean"], "/".join(str(m["coverage"]) for m in per_agent))
+    return entry
 
   def disagreements(self):
     return (diffusion.disagreement(self.step.discriminators),
@@ -195,6 +225,8 @@ class Trainer:
         log("iter %d/%d | D %.3f G %.3f (mean over agents) | disagreement D %.2e G %.2e "
                      "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
                      dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
+      if c.eval.eval_every and done % c.eval.eval_every == 0 and done < total:
+        self.evaluate(done, c.eval.periodic_samples)
       if done % c.train.sample_every == 0:
         self.write_samples(done)
       if done % c.train.checkpoint_every == 0:
@@ -216,6 +248,11 @@ class Trainer:
         "final_g_loss": None if out is None else out["g_loss"].numpy().tolist(),
         "exports": paths,
     })
+    if c.eval.final_samples:
+      final = self.evaluate(done, c.eval.final_samples)
+      with open(os.path.join(self.workdir, "metrics.json"), "w") as f:
+        json.dump(final, f, indent=2)
+      record["metrics"] = final["network"]
     with open(os.path.join(self.workdir, "run.json"), "w") as f:
       json.dump(record, f, indent=2)
     log("done: %d iterations in %s; samples in %s, exports in %s", done - start,

@@ -1,0 +1,93 @@
+"""Scoring finished runs and exported generators: what bin/evaluate and bin/generate call."""
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from tfdiffgan import export as export_lib
+from tfdiffgan import metrics
+from tfdiffgan.export import ExportError
+
+
+def _workdir_config(workdir):
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ExportError(f"{workdir} holds no config.json: not a bin/train workdir.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def workdir_generators(workdir):
+  """(name, generate(z), latent_dim) per agent: from the exports, else the latest checkpoint."""
+  config = _workdir_config(workdir)
+  export_dir = os.path.join(workdir, "export")
+  names = sorted((d for d in os.listdir(export_dir) if d.startswith("agent_")),
+                 key=lambda d: int(d.split("_")[1])) if os.path.isdir(export_dir) else []
+  if names:
+    out = []
+    for name in names:
+      serve, latent = export_lib.load_generator(os.path.join(export_dir, name))
+      out.append((name, serve, latent))
+    return config, out
+  from tfdiffgan import trainer  # pylint: disable=g-import-not-at-top
+  t = trainer.Trainer(config, workdir)
+  if not t.manager.latest_checkpoint:
+    raise ExportError(f"{workdir} has neither exports nor checkpoints; train it first.")
+  return config, [(f"agent_{k}", lambda z, g=g: g(z, training=False), config.model.latent_dim)
+                  for k, g in enumerate(t.step.generators)]
+
+
+def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1):
+  """Scores every agent of a workdir, or one exported generator; returns a JSON-able dict."""
+  if bool(workdir) == bool(model):
+    raise ValueError("give exactly one of --workdir or --model")
+  if workdir:
+    config, gens = workdir_generators(workdir)
+    dataset = dataset or config.data.name
+  else:
+    serve, latent = export_lib.load_generator(model)
+    gens = [(os.path.basename(model.rstrip("/")), serve, latent)]
+    dataset = dataset or "mnist"
+  evaluator = metrics.Evaluator(dataset, verbose=True)
+  agents = []
+  for name, generate, latent in gens:
+    m = evaluator.score_generator(generate, latent, num_samples, seed=seed)
+    m["agent"] = name
+    agents.append(m)
+  return {"dataset": dataset, "source": workdir or model, "num_samples": num_samples,
+          "classifier": evaluator.classifier.describe(), "agents": agents,
+          "network": metrics.network_summary(agents)}
+
+
+def format_table(result):
+  lines = [f"{'agent':<10} {'FID':>8} {'KID':>9} {'+-':>7} {'cov':>4} {'H bits':>6}  top classes"]
+  for m in result["agents"]:
+    hist = np.array(m["class_histogram"])
+    top = " ".join(f"{c}:{hist[c]:.0%}" for c in np.argsort(-hist)[:4])
+    lines.append(f"{m['agent']:<10} {m['fid']:8.2f} {m['kid']:9.4f} {m['kid_se']:7.4f} "
+                 f"{m['coverage']:>4} {m['entropy_bits']:6.2f}  {top}")
+  n = result["network"]
+  lines.append(f"{'mean':<10} {n['fid_mean']:8.2f} {n['kid_mean']:9.4f} {'':>7} "
+               f"{n['coverage_mean']:4.1f} {n['entropy_bits_mean']:6.2f}")
+  c = result["classifier"]
+  lines.append(f"classifier: {c['dataset']} v{c['version']}, test accuracy {c['test_accuracy']:.4f}; "
+               f"{result['num_samples']} samples per agent vs the real test split")
+  return "\n".join(lines)
+
+
+def generate(model, num, out, seed=0):
+  """Writes ``num`` samples of an exported generator as one square grid PNG, or single PNGs
+  when ``out`` is a directory (ends with '/' or exists as one)."""
+  serve, latent = export_lib.load_generator(model)
+  z = np.random.default_rng(seed).normal(size=(num, latent)).astype(np.float32)
+  images = serve(tf.constant(z)).numpy()
+  if out.endswith("/") or os.path.isdir(out):
+    os.makedirs(out, exist_ok=True)
+    paths = [export_lib.write_png(os.path.join(out, f"sample_{i:05d}.png"),
+                                  export_lib.image_grid(images[i:i + 1], rows=1))
+             for i in range(num)]
+    return paths
+  return [export_lib.write_png(out, export_lib.image_grid(images))]
