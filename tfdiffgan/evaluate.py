@@ -62,15 +62,34 @@ def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1):
           "network": metrics.network_summary(agents)}
 
 
+def degradation_report(dataset, seed=0):
+  """The classifier's FID on controlled corruptions of the real test split (sanity ladder)."""
+  from tfdiffgan import data as data_lib  # pylint: disable=g-import-not-at-top
+  arrays = data_lib.load_dataset(dataset)
+  evaluator = metrics.Evaluator(dataset, arrays=arrays, verbose=True)
+  real = data_lib.to_float(arrays["x_test"])
+  cases = {"real (10k train images)": data_lib.to_float(arrays["x_train"][:10000])}
+  cases.update(metrics.degradations(real, arrays["y_test"], seed=seed))
+  agents = []
+  for name, images in cases.items():
+    m = evaluator.score_images(images)
+    m["agent"] = name
+    agents.append(m)
+  return {"dataset": dataset, "source": "degradations of the real test split",
+          "num_samples": len(real), "classifier": evaluator.classifier.describe(),
+          "agents": agents, "network": metrics.network_summary(agents)}
+
+
 def format_table(result):
-  lines = [f"{'agent':<10} {'FID':>8} {'KID':>9} {'+-':>7} {'cov':>4} {'H bits':>6}  top classes"]
+  w = max(10, max(len(m["agent"]) for m in result["agents"]))
+  lines = [f"{'agent':<{w}} {'FID':>8} {'KID':>9} {'+-':>7} {'cov':>4} {'H bits':>6}  top classes"]
   for m in result["agents"]:
     hist = np.array(m["class_histogram"])
     top = " ".join(f"{c}:{hist[c]:.0%}" for c in np.argsort(-hist)[:4])
-    lines.append(f"{m['agent']:<10} {m['fid']:8.2f} {m['kid']:9.4f} {m['kid_se']:7.4f} "
+    lines.append(f"{m['agent']:<{w}} {m['fid']:8.2f} {m['kid']:9.4f} {m['kid_se']:7.4f} "
                  f"{m['coverage']:>4} {m['entropy_bits']:6.2f}  {top}")
   n = result["network"]
-  lines.append(f"{'mean':<10} {n['fid_mean']:8.2f} {n['kid_mean']:9.4f} {'':>7} "
+  lines.append(f"{'mean':<{w}} {n['fid_mean']:8.2f} {n['kid_mean']:9.4f} {'':>7} "
                f"{n['coverage_mean']:4.1f} {n['entropy_bits_mean']:6.2f}")
   c = result["classifier"]
   lines.append(f"classifier: {c['dataset']} v{c['version']}, test accuracy {c['test_accuracy']:.4f}; "
