@@ -1,0 +1,155 @@
+"""Benchmark of the training step: ms/iteration against its own floor and a naive reference.
+
+  python -m bench.step                      # K in {2, 5, 10, 20}, widths {0.25, 1.0}
+  python -m bench.step --K=5 --widths=0.25 --iters=10 --out=bench/results.json
+
+Variants, timed interleaved in one process per (K, width) so they share the machine's state:
+  step        the project's DiffusionStep (one tf.function: adapt + tensordot combine), paper5/ring A
+  floor       the same step with A = I (adapt only: the combine is skipped)
+  naive       per-agent tf.functions called from a Python loop, combine in numpy (bench/naive.py)
+  centralized one GAN, batch K x B (what the centralized mode runs)
+Also the input pipeline alone, trace time (first call) and the process's peak RSS.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import numpy as np
+
+flags.DEFINE_list("K", ["2", "5", "10", "20"], "Numbers of agents.")
+flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
+flags.DEFINE_integer("iters", 10, "Timed iterations per variant (after 2 warm-up calls).")
+flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
+flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
+flags.DEFINE_list("variants", ["step", "floor", "naive", "centralized"], "Variants to time.")
+flags.DEFINE_string("out", "bench/results.json", "JSON output.")
+flags.DEFINE_bool("child", False, "Internal: run one (K, width) cell and print its JSON.")
+FLAGS = flags.FLAGS
+
+
+def _cell(K, width, iters, batch, n_d, variants):
+  """Times every variant for one (K, width) in this process."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import keras
+  from bench import naive
+  from tfdiffgan import data, diffusion, models, topology
+
+  graph = "paper5" if K == 5 else "ring"
+  A = topology.metropolis(topology.make_graph(graph, K))
+  rng = np.random.default_rng(0)
+  shards = [rng.integers(0, 256, size=(2 * batch * n_d, 28, 28)).astype(np.uint8) for _ in range(K)]
+
+  def build(kind):
+    n = 1 if kind == "centralized" else K
+    gens, discs = [], []
+    for k in range(n):
+      keras.utils.set_random_seed(k)
+      gens.append(models.make_generator(100, width))
+      discs.append(models.make_discriminator(width))
+    opts = lambda: [diffusion.make_optimizer("sgd", 0.05) for _ in range(n)]
+    if kind == "naive":
+      return naive.NaiveStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=1, latent_dim=100)
+    matrix = {"step": A, "floor": np.eye(K), "centralized": np.ones((1, 1))}[kind]
+    return diffusion.DiffusionStep(gens, discs, opts(), opts(), matrix, n_d=n_d, n_g=1,
+                                   latent_dim=100)
+
+  inputs = {
+      "network": [next(iter(data.network_pipeline(shards, batch, n_d, seed=0)))],
+      "centralized": [next(iter(data.network_pipeline([np.concatenate(shards)], batch * K, n_d,
+                                                      seed=0)))],
+  }
+  steps, trace = {}, {}
+  for kind in variants:
+    steps[kind] = build(kind)
+    x = inputs["centralized" if kind == "centralized" else "network"][0]
+    t0 = time.perf_counter()
+    out = steps[kind](x)
+    np.asarray(out["d_loss"])
+    trace[kind] = time.perf_counter() - t0
+    steps[kind](x)  # second warm-up
+  times = {k: [] for k in variants}
+  for _ in range(iters):  # interleaved
+    for kind in variants:
+      x = inputs["centralized" if kind == "centralized" else "network"][0]
+      t0 = time.perf_counter()
+      out = steps[kind](x)
+      np.asarray(out["d_loss"])
+      times[kind].append(time.perf_counter() - t0)
+  it = iter(data.network_pipeline(shards, batch, n_d, seed=1))
+  next(it)
+  t0 = time.perf_counter()
+  for _ in range(20):
+    next(it)
+  pipeline_ms = (time.perf_counter() - t0) / 20 * 1000
+  row = {"K": K, "width": width, "pipeline_ms": pipeline_ms,
+         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+  images = K * batch * (n_d + 1)  # real + generated images an iteration processes per D/G round
+  for kind in variants:
+    ms = np.array(times[kind]) * 1000
+    row[kind] = {"median_ms": float(np.median(ms)), "iqr_ms": float(np.subtract(*np.percentile(ms, [75, 25]))),
+                 "trace_s": trace[kind], "agent_images_per_s": images / (np.median(ms) / 1000)}
+  if "step" in row and "floor" in row:
+    row["combine_overhead_pct"] = 100 * (row["step"]["median_ms"] / row["floor"]["median_ms"] - 1)
+  if "step" in row and "naive" in row:
+    row["speedup_vs_naive"] = row["naive"]["median_ms"] / row["step"]["median_ms"]
+  return row
+
+
+def _table(rows):
+  head = (f"{'K':>3} {'width':>5} | {'step ms':>8} {'iqr':>5} {'floor':>8} {'naive':>8} {'central':>8}"
+          f" | {'comb %':>6} {'x naive':>7} | {'trace s':>7} {'img/s':>7} {'pipe ms':>7} {'RSS MB':>6}")
+  lines = [head, "-" * len(head)]
+  for r in rows:
+    g = lambda k, f="median_ms": r.get(k, {}).get(f, float("nan"))
+    lines.append(
+        f"{r['K']:>3} {r['width']:>5} | {g('step'):8.1f} {g('step', 'iqr_ms'):5.1f} {g('floor'):8.1f}"
+        f" {g('naive'):8.1f} {g('centralized'):8.1f} | {r.get('combine_overhead_pct', float('nan')):6.1f}"
+        f" {r.get('speedup_vs_naive', float('nan')):7.2f} | {g('step', 'trace_s'):7.1f}"
+        f" {g('step', 'agent_images_per_s'):7.0f} {r['pipeline_ms']:7.2f} {r['peak_rss_mb']:6.0f}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  variants = list(FLAGS.variants)
+  if FLAGS.child:
+    row = _cell(int(FLAGS.K[0]), float(FLAGS.widths[0]), FLAGS.iters, FLAGS.batch, FLAGS.n_d,
+                variants)
+    print("BENCH_ROW " + json.dumps(row))
+    return
+  rows = []
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for width in FLAGS.widths:
+    for K in FLAGS.K:
+      cmd = [sys.executable, "-m", "bench.step", "--child", f"--K={K}", f"--widths={width}",
+             f"--iters={FLAGS.iters}", f"--batch={FLAGS.batch}", f"--n_d={FLAGS.n_d}",
+             f"--variants={','.join(variants)}"]
+      res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
+      line = [l for l in res.stdout.splitlines() if l.startswith("BENCH_ROW ")]
+      if not line:
+        print(f"K={K} width={width} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+        continue
+      rows.append(json.loads(line[0][len("BENCH_ROW "):]))
+      print(f"[bench] K={K} width={width}: step {rows[-1].get('step', {}).get('median_ms', 0):.0f} ms",
+            flush=True)
+  print(_table(rows))
+  import platform  # pylint: disable=g-import-not-at-top
+  meta = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+          "batch": FLAGS.batch, "n_d": FLAGS.n_d, "n_g": 1, "iters": FLAGS.iters}
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w") as f:
+      json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
