@@ -34,7 +34,7 @@ def get_config():
 
   config.train = ml_collections.ConfigDict()
   config.train.mode = "diffusion"       # diffusion | noncooperative | centralized
-  config.train.iterations = 1500
+  config.train.iterations = 700
   config.train.n_d = 5                  # discriminator rounds per iteration (Algorithm 1)
   config.train.n_g = 1                  # generator rounds per iteration
   config.train.optimizer = "sgd"        # sgd (the paper: phi = w - mu grad) | adam
