@@ -22,21 +22,19 @@ class NaiveStep:
     self.d_opt, self.g_opt = d_optimizers, g_optimizers
     self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1))
                   for k in range(self.K)]
-    self.d_fn = [tf.function(lambda real, k=k: self._d(k, real)) for k in range(self.K)]
-    self.g_fn = [tf.function(lambda b, k=k: self._g(k, b)) for k in range(self.K)]
+    self.d_fn = [tf.function(lambda real, z, k=k: self._d(k, real, z)) for k in range(self.K)]
+    self.g_fn = [tf.function(lambda z, k=k: self._g(k, z)) for k in range(self.K)]
 
-  def _d(self, k, real):
+  def _d(self, k, real, z):
     G, D = self.generators[k], self.discriminators[k]
-    z = self.noise[k].normal([tf.shape(real)[0], self.latent_dim])
     with tf.GradientTape() as tape:
       loss = diffusion.discriminator_loss(D(real, training=True), D(G(z, training=True), training=True))
     grads = tape.gradient(loss, D.trainable_variables)
     self.d_opt[k].apply_gradients(zip(grads, D.trainable_variables))
     return loss
 
-  def _g(self, k, batch_size):
+  def _g(self, k, z):
     G, D = self.generators[k], self.discriminators[k]
-    z = self.noise[k].normal([batch_size, self.latent_dim])
     with tf.GradientTape() as tape:
       loss = diffusion.generator_loss(D(G(z, training=True), training=True), self.loss)
     grads = tape.gradient(loss, G.trainable_variables)
@@ -52,10 +50,11 @@ class NaiveStep:
 
   def __call__(self, real):
     batch = int(real[0].shape[1])
+    z = [g.normal([self.n_d + self.n_g, batch, self.latent_dim]) for g in self.noise]
     for r in range(self.n_d):
-      d = [self.d_fn[k](real[k][r]) for k in range(self.K)]
+      d = [self.d_fn[k](real[k][r], z[k][r]) for k in range(self.K)]
       self._combine(self.discriminators)
-    for _ in range(self.n_g):
-      g = [self.g_fn[k](tf.constant(batch)) for k in range(self.K)]
+    for r in range(self.n_g):
+      g = [self.g_fn[k](z[k][self.n_d + r]) for k in range(self.K)]
       self._combine(self.generators)
     return {"d_loss": np.array([float(x) for x in d]), "g_loss": np.array([float(x) for x in g])}

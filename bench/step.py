@@ -40,7 +40,7 @@ def _cell(K, width, iters, batch, n_d, variants):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras
   from bench import naive
-  from tfdiffgan import data, diffusion, models, topology
+  from tfdiffgan import data, diffusion, models, optim, topology
 
   graph = "paper5" if K == 5 else "ring"
   A = topology.metropolis(topology.make_graph(graph, K))
@@ -54,7 +54,7 @@ def _cell(K, width, iters, batch, n_d, variants):
       keras.utils.set_random_seed(k)
       gens.append(models.make_generator(100, width))
       discs.append(models.make_discriminator(width))
-    opts = lambda: [diffusion.make_optimizer("sgd", 0.05) for _ in range(n)]
+    opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(n)]
     if kind == "naive":
       return naive.NaiveStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=1, latent_dim=100)
     matrix = {"step": A, "floor": np.eye(K), "centralized": np.ones((1, 1))}[kind]

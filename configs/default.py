@@ -41,7 +41,8 @@ def get_config():
   config.train.learning_rate = 0.05     # mu
   config.train.beta1 = 0.5              # adam only
   config.train.loss = "nonsaturating"   # minimax (eq. 3) | nonsaturating
-  config.train.strategy = "default"     # default (one replica holds all agents)
+  config.train.strategy = "default"     # default (one replica holds all agents) | mirrored
+  config.train.replicas = 1             # mirrored: R replicas (GPUs, else logical CPUs), K/R agents each
   config.train.log_every = 50
   config.train.checkpoint_every = 250
   config.train.sample_every = 250

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from bench import naive
 from conftest import ROOT
-from tfdiffgan import diffusion, models, topology
+from tfdiffgan import diffusion, models, optim, topology
 
 
 def _agents(K):
@@ -26,7 +26,7 @@ def _agents(K):
 def test_naive_reference_and_step_compute_the_same_weights():
   K = 3
   A = topology.metropolis(topology.make_graph("ring", K))
-  opts = lambda: [diffusion.make_optimizer("sgd", 0.05) for _ in range(K)]
+  opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(K)]
   step = diffusion.DiffusionStep(*_agents(K), opts(), opts(), A, n_d=2, n_g=1, latent_dim=8)
   ref = naive.NaiveStep(*_agents(K), opts(), opts(), A, n_d=2, n_g=1, latent_dim=8)
   rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from tfdiffgan import diffusion, models, topology
+from tfdiffgan import diffusion, models, optim, topology
 
 
 def _agents(K, lr=0.05, seed=0, optimizer="sgd", A=None, n_d=1, n_g=1, agent_ids=None):
@@ -14,7 +14,7 @@ def _agents(K, lr=0.05, seed=0, optimizer="sgd", A=None, n_d=1, n_g=1, agent_ids
     keras.utils.set_random_seed(seed * 1000 + k)
     gens.append(models.make_generator(8, 0.125))
     discs.append(models.make_discriminator(0.125))
-  opts = lambda: [diffusion.make_optimizer(optimizer, lr) for _ in range(K)]
+  opts = lambda: [optim.make_optimizer(optimizer, lr) for _ in range(K)]
   A = np.eye(K) if A is None else A
   return diffusion.DiffusionStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=n_g, latent_dim=8,
                                  seed=seed, agent_ids=agent_ids)
@@ -26,18 +26,29 @@ def _real(K, n_d, batch=4, seed=0):
                for _ in range(K))
 
 
-def test_combine_equals_numpy():
+def test_mix_equals_numpy():
   rng = np.random.default_rng(0)
+  A = topology.metropolis(topology.make_graph("ring", 4))
+  phi = rng.normal(size=(4, 3, 5))
+  got = diffusion.mix(tf.constant(A, tf.float32), tf.constant(phi, tf.float32)).numpy()
+  np.testing.assert_allclose(got, np.tensordot(A.T, phi, axes=1), atol=1e-6)  # w_k = sum_l a_lk phi_l
+
+
+def test_step_combine_equals_numpy_transpose_product():
+  """With mu = 0 the adapt leaves w unchanged, so one round of the step must give exactly
+  W_new = A^T W for every shared variable."""
   K = 4
   A = topology.metropolis(topology.make_graph("ring", K))
-  values = [[rng.normal(size=(3, 5)), rng.normal(size=(7,))] for _ in range(K)]
-  variables = [[tf.Variable(v, dtype=tf.float32) for v in agent] for agent in values]
-  diffusion.combine(variables, tf.constant(A, tf.float32))
-  for j in range(2):
-    W = np.stack([values[k][j] for k in range(K)])                 # [K, ...]
-    expected = np.tensordot(A.T, W, axes=1)                        # w_k = sum_l a_lk phi_l
-    got = np.stack([variables[k][j].numpy() for k in range(K)])
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+  step = _agents(K, lr=0.0, A=A, n_d=1, n_g=1)
+  # D has no BatchNorm, so all its weights; G's moving statistics also move with the forward pass
+  groups = [(step.discriminators, "weights"), (step.generators, "trainable_variables")]
+  before = [[[v.numpy() for v in getattr(m, attr)] for m in ms] for ms, attr in groups]
+  step(_real(K, 1))
+  for (ms, attr), start in zip(groups, before):
+    for j in range(len(start[0])):
+      expected = np.tensordot(A.T, np.stack([w[j] for w in start]), axes=1)
+      got = np.stack([getattr(m, attr)[j].numpy() for m in ms])
+      np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 def test_losses_match_equation_3():
@@ -98,6 +109,6 @@ def test_adam_state_stays_local_and_step_runs():
   step = _agents(K, lr=1e-3, optimizer="adam", A=np.full((K, K), 0.5))
   out = step(_real(K, 1))
   assert out["d_loss"].shape == (K,) and np.isfinite(out["g_loss"].numpy()).all()
-  m0 = step.d_optimizers[0].variables[2].numpy()
-  m1 = step.d_optimizers[1].variables[2].numpy()
+  m0 = step.d_optimizers[0].moments[0][0].numpy()
+  m1 = step.d_optimizers[1].moments[0][0].numpy()
   assert not np.allclose(m0, m1)  # moments are per agent: different data, different moments

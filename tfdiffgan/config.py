@@ -4,7 +4,6 @@ import json
 import os
 
 MODES = ("diffusion", "noncooperative", "centralized")
-STRATEGIES = ("default",)
 
 # Fields that may change between a run and its resumption: they schedule or log, they do not
 # change what is being trained.
@@ -29,13 +28,13 @@ def _positive(value, field, allow_zero=False):
 
 def validate(config):
   """Raises ConfigError naming the first bad field."""
-  from tfdiffgan import data, diffusion, topology  # pylint: disable=g-import-not-at-top
+  from tfdiffgan import data, diffusion, optim, topology  # pylint: disable=g-import-not-at-top
   _choice(config.data.name, data.DATASETS, "data.name")
   _choice(config.data.partition, ("iid", "classes", "dirichlet"), "data.partition")
   _choice(config.train.mode, MODES, "train.mode")
-  _choice(config.train.optimizer, diffusion.OPTIMIZERS, "train.optimizer")
+  _choice(config.train.optimizer, optim.OPTIMIZERS, "train.optimizer")
   _choice(config.train.loss, diffusion.LOSSES, "train.loss")
-  _choice(config.train.strategy, STRATEGIES, "train.strategy")
+  _choice(config.train.strategy, diffusion.STRATEGIES, "train.strategy")
   _choice(config.topology.graph, topology.GRAPHS, "topology.graph")
   _choice(config.topology.rule, topology.RULES, "topology.rule")
   for field in ("num_agents", "data.batch_size", "train.n_d", "train.n_g", "train.log_every",
@@ -55,6 +54,11 @@ def validate(config):
   _positive(config.train.iterations, "train.iterations", allow_zero=True)
   _positive(config.train.learning_rate, "train.learning_rate", allow_zero=True)
   _positive(config.model.width, "model.width")
+  if config.train.strategy == "mirrored":
+    if not isinstance(config.train.replicas, int) or config.train.replicas < 1 or \
+        config.num_agents % config.train.replicas:
+      raise ConfigError(f"train.replicas={config.train.replicas!r} must be a positive divisor of "
+                        f"num_agents={config.num_agents}: each replica owns K/R agents.")
   if config.data.partition == "classes" and len(config.data.classes) != config.num_agents:
     raise ConfigError(f"data.classes lists {len(config.data.classes)} agents but num_agents="
                       f"{config.num_agents}; give one list of classes per agent.")

@@ -10,14 +10,14 @@ Local gradients are of eq. (8a) for D_k (J_k^D = -J_k, eq. 3) and of eq. (8b) fo
 non-saturating generator loss -log D(G(z)) when asked.
 """
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
-import keras
 
 from tfdiffgan.models import combined_variables
 
 LOSSES = ("minimax", "nonsaturating")
-OPTIMIZERS = ("sgd", "adam")
 
 
 def discriminator_loss(real_logits, fake_logits):
@@ -34,25 +34,17 @@ def generator_loss(fake_logits, kind):
   raise ValueError(f"unknown loss {kind!r}; choose one of {LOSSES}.")
 
 
-def make_optimizer(name, learning_rate, beta1=0.5):
-  if name == "sgd":  # phi = w - mu * grad, exactly eq. (10a)
-    return keras.optimizers.SGD(learning_rate=learning_rate)
-  if name == "adam":
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta1)
-  raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+def mix(A_columns, phi):
+  """Combine step (eq. 10b): w_k = sum_l a_lk phi_l for the agents whose columns of A are given.
 
-
-def combine(variables_per_agent, A):
-  """w_k <- sum_l a_lk phi_l for every shared variable (eq. 10b).
-
-  ``variables_per_agent[k][j]`` is agent k's j-th variable holding phi_k after the adapt step.
-  Stacking agents on a leading axis turns the combine into A^T Phi: one tensordot per variable.
+  phi stacks all K agents' copies of one variable on a leading axis, [K, ...]; A_columns is
+  [K, L]; the result is [L, ...]. With all K columns this is A^T Phi, one tensordot per variable.
   """
-  for group in zip(*variables_per_agent):
-    phi = tf.stack([tf.convert_to_tensor(v) for v in group])   # [K, ...]
-    mixed = tf.tensordot(A, phi, axes=[[0], [0]])        # mixed[k] = sum_l A[l, k] phi[l]
-    for k, v in enumerate(group):
-      v.assign(mixed[k])
+  return tf.tensordot(A_columns, phi, axes=[[0], [0]])
+
+
+def stack_agents(variables):
+  return tf.stack([tf.convert_to_tensor(v) for v in variables])
 
 
 def disagreement(models):
@@ -63,16 +55,58 @@ def disagreement(models):
   return float(np.mean(np.sum((W - W.mean(axis=0)) ** 2, axis=1)))
 
 
-class DiffusionStep:
-  """K agents' GANs and the compiled iteration of Algorithm 1 over them.
+STRATEGIES = ("default", "mirrored")
 
-  Each agent draws its noise from its own ``tf.random.Generator`` so that, with A = I, agent k
-  evolves exactly as a single GAN run with the same seed, and so that checkpoints capture every
-  random state (a resumed run equals one never stopped).
+
+def make_strategy(name="default", replicas=1):
+  """The tf.distribute strategy the agents run under.
+
+  default: one replica holds every agent. mirrored: R replicas on R GPUs when present, else on R
+  logical CPU devices carved from the host CPU (which must happen before TensorFlow starts).
+  """
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name != "mirrored":
+    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}.")
+  if len(tf.config.list_physical_devices("GPU")) >= replicas:  # does not start the runtime
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus[:replicas]])
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)])
+  except RuntimeError:
+    pass  # TensorFlow already started: use the logical devices it has
+  cpus = tf.config.list_logical_devices("CPU")
+  if len(cpus) < replicas:
+    raise ValueError(f"the mirrored strategy needs {replicas} logical CPU devices but TensorFlow "
+                     f"already started with {len(cpus)}; start a fresh process (bin/train does).")
+  return tf.distribute.MirroredStrategy([d.name for d in cpus[:replicas]])
+
+
+def agent_device(strategy, k, num_agents):
+  """The device that owns agent k: its replica's, so its weights live where it is adapted."""
+  R = strategy.num_replicas_in_sync
+  return strategy.extended.worker_devices[k // (num_agents // R)] if R > 1 else None
+
+
+class DiffusionStep:
+  """K agents' GANs and the compiled iteration of Algorithm 1 over them, under a tf.distribute
+  strategy.
+
+  Default strategy: one replica holds all K agents. MirroredStrategy over R devices: replica q
+  owns agents q*L .. q*L+L-1 (L = K/R), whose models were built on its device; it adapts them,
+  all-gathers phi from every replica, and combines its own agents with its columns of A. The same
+  replica function serves both (with R = 1 the gather is the identity).
+
+  Noise is drawn outside the replicas, each agent from its own ``tf.random.Generator``, so that
+  (i) with A = I agent k evolves exactly as a single GAN run with the same seed, (ii) results do
+  not depend on the strategy, and (iii) checkpoints capture every random state.
   """
 
   def __init__(self, generators, discriminators, d_optimizers, g_optimizers, combination_matrix,
-               n_d=5, n_g=1, latent_dim=100, loss="nonsaturating", seed=0, agent_ids=None):
+               n_d=5, n_g=1, latent_dim=100, loss="nonsaturating", seed=0, agent_ids=None,
+               strategy=None):
     self.K = len(generators)
     if not (len(discriminators) == len(d_optimizers) == len(g_optimizers) == self.K):
       raise ValueError("one generator, discriminator and pair of optimizers per agent")
@@ -81,6 +115,13 @@ class DiffusionStep:
       raise ValueError(f"combination matrix {A.shape} does not match {self.K} agents")
     if loss not in LOSSES:
       raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}.")
+    self.strategy = strategy or tf.distribute.get_strategy()
+    self.R = self.strategy.num_replicas_in_sync
+    if self.K % self.R:
+      raise ValueError(f"{self.K} agents cannot be spread evenly over {self.R} replicas; choose "
+                       "a number of replicas that divides num_agents.")
+    self.L = self.K // self.R
+    self.groups = [list(range(q * self.L, (q + 1) * self.L)) for q in range(self.R)]
     self.generators, self.discriminators = list(generators), list(discriminators)
     self.d_optimizers, self.g_optimizers = list(d_optimizers), list(g_optimizers)
     self.n_d, self.n_g, self.latent_dim, self.loss = int(n_d), int(n_g), int(latent_dim), loss
@@ -91,10 +132,11 @@ class DiffusionStep:
     self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1)) for k in agent_ids]
     self.d_vars = [combined_variables(d) for d in self.discriminators]
     self.g_vars = [combined_variables(g) for g in self.generators]
-    for opt, d in zip(self.d_optimizers, self.discriminators):
-      opt.build(d.trainable_variables)  # optimizer slots exist before tracing (and checkpointing)
-    for opt, g in zip(self.g_optimizers, self.generators):
-      opt.build(g.trainable_variables)
+    for k in range(self.K):  # optimizer slots exist before tracing, on the agent's device
+      device = agent_device(self.strategy, k, self.K)
+      with tf.device(device) if device else contextlib.nullcontext():
+        self.d_optimizers[k].build(self.discriminators[k].trainable_variables)
+        self.g_optimizers[k].build(self.generators[k].trainable_variables)
     self._compiled = tf.function(self._iteration)
 
   def trackables(self):
@@ -102,9 +144,11 @@ class DiffusionStep:
     return dict(generators=self.generators, discriminators=self.discriminators,
                 d_optimizers=self.d_optimizers, g_optimizers=self.g_optimizers, noise=self.noise)
 
-  def _adapt_discriminator(self, k, real):
+  # ------------------------------------------------------------------------------ adapt
+
+  def _adapt_discriminator(self, k, real, z):
+    """phi_k^D = w_k^D - mu grad J_k^D (eqs. 8a, 10a)."""
     G, D = self.generators[k], self.discriminators[k]
-    z = self.noise[k].normal([tf.shape(real)[0], self.latent_dim])
     with tf.GradientTape() as tape:
       fake = G(z, training=True)
       loss = discriminator_loss(D(real, training=True), D(fake, training=True))
@@ -112,29 +156,73 @@ class DiffusionStep:
     self.d_optimizers[k].apply_gradients(zip(grads, D.trainable_variables))
     return loss
 
-  def _adapt_generator(self, k, batch_size):
+  def _adapt_generator(self, k, z):
+    """phi_k^G = w_k^G - mu grad J_k^G (eqs. 8b, 10a)."""
     G, D = self.generators[k], self.discriminators[k]
-    z = self.noise[k].normal([batch_size, self.latent_dim])
     with tf.GradientTape() as tape:
       loss = generator_loss(D(G(z, training=True), training=True), self.loss)
     grads = tape.gradient(loss, G.trainable_variables)
     self.g_optimizers[k].apply_gradients(zip(grads, G.trainable_variables))
     return loss
 
-  def _iteration(self, real):
-    """real: tuple of K tensors [n_d, B, 28, 28, 1]. Returns per-agent losses [K]."""
-    batch_size = tf.shape(real[0])[1]
-    d_losses = tf.zeros([self.K])
-    for r in tf.range(self.n_d):                                   # Algorithm 1, lines 2-7
-      d_losses = tf.stack([self._adapt_discriminator(k, real[k][r]) for k in range(self.K)])
-      if self.cooperative:
-        combine(self.d_vars, self.A)
-    g_losses = tf.zeros([self.K])
-    for _ in tf.range(self.n_g):                                   # Algorithm 1, lines 8-13
-      g_losses = tf.stack([self._adapt_generator(k, batch_size) for k in range(self.K)])
-      if self.cooperative:
-        combine(self.g_vars, self.A)
+  # ----------------------------------------------------------------------------- replica
+
+  def _on_own_group(self, replica, fn):
+    """Runs fn(q) for this replica's group q: a switch over groups, since every replica traces
+    the same function but must touch only the agents (and devices) it owns."""
+    if self.R == 1:
+      return fn(0)
+    return tf.switch_case(replica, [lambda q=q: fn(q) for q in range(self.R)])
+
+  def _round(self, replica, adapt, variables):
+    """One ATC round for this replica's agents: adapt, then combine (eq. 10b)."""
+    def adapt_group(q):
+      losses = tf.stack([adapt(k) for k in self.groups[q]])
+      if not self.cooperative:
+        return losses, []
+      return losses, [stack_agents(vs) for vs in zip(*(variables[k] for k in self.groups[q]))]
+
+    losses, phi_local = self._on_own_group(replica, adapt_group)
+    if self.cooperative:
+      ctx = tf.distribute.get_replica_context()
+      phi = [ctx.all_gather(p, axis=0) for p in phi_local] if self.R > 1 else phi_local  # [K,..]
+      own = tf.gather(self.A, replica * self.L + tf.range(self.L), axis=1)               # [K, L]
+      mixed = [mix(own, p) for p in phi]                                              # [L, ...]
+
+      def assign_group(q):
+        for j, k in enumerate(self.groups[q]):
+          for v, m in zip(variables[k], mixed):
+            v.assign(m[j])
+        return tf.constant(0)
+
+      self._on_own_group(replica, assign_group)
+    return losses
+
+  def _replica_iteration(self, real, z):
+    """real [K, n_d, B, 28, 28, 1], z [K, n_d + n_g, B, latent] (every replica sees all, reads
+    only its own agents' slices); returns this replica's losses [L]."""
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    replica = tf.cast(replica, tf.int32) if self.R > 1 else 0
+    d_losses = g_losses = tf.zeros([self.L])
+    for r in range(self.n_d):                                      # Algorithm 1, lines 2-7
+      d_losses = self._round(
+          replica, lambda k, r=r: self._adapt_discriminator(k, real[k, r], z[k, r]),
+          self.d_vars)
+    for r in range(self.n_g):                                      # Algorithm 1, lines 8-13
+      g_losses = self._round(
+          replica, lambda k, r=r: self._adapt_generator(k, z[k, self.n_d + r]), self.g_vars)
     return {"d_loss": d_losses, "g_loss": g_losses}
 
+  def _iteration(self, real):
+    real = tf.stack(real)                                          # [K, n_d, B, 28, 28, 1]
+    batch_size = tf.shape(real)[2]
+    z = tf.stack([g.normal([self.n_d + self.n_g, batch_size, self.latent_dim])
+                  for g in self.noise])
+    if self.R == 1:
+      return self._replica_iteration(real, z)
+    out = self.strategy.run(self._replica_iteration, args=(real, z))
+    return {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
+
   def __call__(self, real):
+    """real: K tensors [n_d, B, 28, 28, 1], one per agent. Returns per-agent losses [K]."""
     return self._compiled(tuple(real))

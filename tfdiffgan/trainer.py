@@ -4,6 +4,7 @@ Writes, under ``workdir``: config.json (resolved), checkpoints/ (resumable), Ten
 samples/agent_K.png, export/agent_K/ (SavedModel per generator) and run.json (the run's record).
 """
 
+import contextlib
 import json
 import os
 import time
@@ -18,6 +19,7 @@ from tfdiffgan import diffusion
 from tfdiffgan import export as export_lib
 from tfdiffgan import metrics
 from tfdiffgan import models
+from tfdiffgan import optim
 from tfdiffgan import topology
 
 
@@ -44,21 +46,23 @@ def build_network(config, num_data_agents):
 
 def make_agents(config, num_agents, A, strategy):
   """K generators and discriminators, each agent seeded on its own so agent k's initial weights
-  do not depend on K (non-cooperative agents are then exactly independent runs)."""
-  with strategy.scope():
-    gens, discs, d_opts, g_opts = [], [], [], []
-    for k in range(num_agents):
+  do not depend on K (non-cooperative agents are then exactly independent runs), each built on
+  the device of the replica that owns it."""
+  gens, discs, d_opts, g_opts = [], [], [], []
+  for k in range(num_agents):
+    device = diffusion.agent_device(strategy, k, num_agents)
+    with tf.device(device) if device else contextlib.nullcontext():
       keras.utils.set_random_seed(config.seed * 1000 + k)
       gens.append(models.make_generator(config.model.latent_dim, config.model.width,
                                         name=f"generator_{k}"))
       discs.append(models.make_discriminator(config.model.width, name=f"discriminator_{k}"))
-      d_opts.append(diffusion.make_optimizer(config.train.optimizer, config.train.learning_rate,
-                                             config.train.beta1))
-      g_opts.append(diffusion.make_optimizer(config.train.optimizer, config.train.learning_rate,
-                                             config.train.beta1))
-    return diffusion.DiffusionStep(gens, discs, d_opts, g_opts, A, n_d=config.train.n_d,
-                                   n_g=config.train.n_g, latent_dim=config.model.latent_dim,
-                                   loss=config.train.loss, seed=config.seed)
+      d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
+                                         config.train.beta1))
+      g_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
+                                         config.train.beta1))
+  return diffusion.DiffusionStep(gens, discs, d_opts, g_opts, A, n_d=config.train.n_d,
+                                 n_g=config.train.n_g, latent_dim=config.model.latent_dim,
+                                 loss=config.train.loss, seed=config.seed, strategy=strategy)
 
 
 def load_shards(config):
@@ -97,7 +101,10 @@ class Trainer:
       shards, self.batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
     self.shards = shards
 
-    self.strategy = tf.distribute.get_strategy()
+    if config.train.mode == "centralized" and config.train.strategy != "default":
+      raise config_lib.ConfigError("train.mode=centralized trains one GAN: use "
+                                   "--config.train.strategy=default.")
+    self.strategy = diffusion.make_strategy(config.train.strategy, config.train.replicas)
     self.step = make_agents(config, self.K, self.A, self.strategy)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     self.checkpoint = tf.train.Checkpoint(iteration=self.iteration, **self.step.trackables())

@@ -1,0 +1,63 @@
+"""Per-agent optimizers for the adapt step (eq. 10a), as plain tf.Modules.
+
+Why not keras.optimizers: under a MirroredStrategy a Keras optimizer aggregates gradients across
+replicas (merge_call), but here every replica updates *different* agents, and each agent's update
+must stay its own. These classes touch only the variables they are given, checkpoint as ordinary
+trackables, and keep their state (Adam moments) local to one agent.
+"""
+
+import tensorflow as tf
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class SGD(tf.Module):
+  """phi = w - mu * grad: exactly the paper's adapt step."""
+
+  def __init__(self, learning_rate, name="sgd"):
+    super().__init__(name=name)
+    self.learning_rate = float(learning_rate)
+
+  def build(self, variables):
+    del variables
+
+  def apply_gradients(self, grads_and_vars):
+    for g, v in grads_and_vars:
+      v.assign_sub(self.learning_rate * g)
+
+
+class Adam(tf.Module):
+  """Adam (Kingma & Ba) with bias correction; moments are the agent's own and never combined."""
+
+  def __init__(self, learning_rate, beta1=0.5, beta2=0.999, epsilon=1e-7, name="adam"):
+    super().__init__(name=name)
+    self.learning_rate, self.beta1, self.beta2, self.epsilon = (
+        float(learning_rate), float(beta1), float(beta2), float(epsilon))
+    self.iterations = None
+    self.moments = []
+
+  def build(self, variables):
+    """Creates the slots (before tracing, so the step never creates variables)."""
+    if self.iterations is not None:
+      return
+    self.iterations = tf.Variable(0.0, trainable=False, name="iterations")
+    self.moments = [(tf.Variable(tf.zeros(v.shape), trainable=False, name="m"),
+                     tf.Variable(tf.zeros(v.shape), trainable=False, name="v"))
+                    for v in variables]
+
+  def apply_gradients(self, grads_and_vars):
+    grads_and_vars = list(grads_and_vars)
+    t = self.iterations.assign_add(1.0)
+    lr = self.learning_rate * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+    for (g, v), (m, s) in zip(grads_and_vars, self.moments):
+      m.assign(self.beta1 * m + (1 - self.beta1) * g)
+      s.assign(self.beta2 * s + (1 - self.beta2) * tf.square(g))
+      v.assign_sub(lr * m / (tf.sqrt(s) + self.epsilon))
+
+
+def make_optimizer(name, learning_rate, beta1=0.5):
+  if name == "sgd":
+    return SGD(learning_rate)
+  if name == "adam":
+    return Adam(learning_rate, beta1=beta1)
+  raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
