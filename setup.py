@@ -21,6 +21,6 @@ setup(
     ],
     # tensorflow-gan 2.1.0 does not import on TensorFlow >= 2.16 (tensorflow/gan#55); its
     # Frechet-distance formula is re-implemented in tfdiffgan.metrics and tested against.
-    extras_require={"test": ["pytest"], "plots": ["matplotlib"]},
-    scripts=["bin/train", "bin/evaluate", "bin/generate"],
+    extras_require={"test": ["pytest", "matplotlib"], "plots": ["matplotlib"]},
+    scripts=["bin/train", "bin/evaluate", "bin/generate", "bin/reproduce"],
 )

@@ -5,6 +5,7 @@
 
 Variants, timed interleaved in one process per (K, width) so they share the machine's state:
   step        the project's DiffusionStep (one tf.function: adapt + tensordot combine), paper5/ring A
+  unrolled    the step with its rounds unrolled in Python instead of a graph loop (optional)
   floor       the same step with A = I (adapt only: the combine is skipped)
   naive       per-agent tf.functions called from a Python loop, combine in numpy (bench/naive.py)
   centralized one GAN, batch K x B (what the centralized mode runs)
@@ -57,9 +58,9 @@ def _cell(K, width, iters, batch, n_d, variants):
     opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(n)]
     if kind == "naive":
       return naive.NaiveStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=1, latent_dim=100)
-    matrix = {"step": A, "floor": np.eye(K), "centralized": np.ones((1, 1))}[kind]
+    matrix = {"step": A, "unrolled": A, "floor": np.eye(K), "centralized": np.ones((1, 1))}[kind]
     return diffusion.DiffusionStep(gens, discs, opts(), opts(), matrix, n_d=n_d, n_g=1,
-                                   latent_dim=100)
+                                   latent_dim=100, loop_rounds=kind != "unrolled")
 
   inputs = {
       "network": [next(iter(data.network_pipeline(shards, batch, n_d, seed=0)))],
@@ -138,9 +139,14 @@ def main(argv):
         print(f"K={K} width={width} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
         continue
       rows.append(json.loads(line[0][len("BENCH_ROW "):]))
-      print(f"[bench] K={K} width={width}: step {rows[-1].get('step', {}).get('median_ms', 0):.0f} ms",
-            flush=True)
+      print(_table(rows[-1:]).splitlines()[-1], flush=True)
+      _write(rows)  # after every cell: a long sweep stopped half-way keeps what it measured
   print(_table(rows))
+  if FLAGS.out:
+    print(f"wrote {FLAGS.out}")
+
+
+def _write(rows):
   import platform  # pylint: disable=g-import-not-at-top
   meta = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
           "batch": FLAGS.batch, "n_d": FLAGS.n_d, "n_g": 1, "iters": FLAGS.iters}
@@ -148,7 +154,6 @@ def main(argv):
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w") as f:
       json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    print(f"wrote {FLAGS.out}")
 
 
 if __name__ == "__main__":

@@ -27,13 +27,14 @@ def get_config():
   config.topology.matrix_file = ""      # for rule=file: K rows of K numbers, a_lk in row l
   config.topology.p = 0.5               # erdos_renyi edge probability
   config.topology.k = 2                 # small_world neighbours
+  config.topology.fusion_period = 5     # mode=fusion: rounds between network averages (FedGAN)
 
   config.model = ml_collections.ConfigDict()
   config.model.width = 0.25             # DCGAN width multiplier (1.0 = the TF DCGAN tutorial)
   config.model.latent_dim = 100
 
   config.train = ml_collections.ConfigDict()
-  config.train.mode = "diffusion"       # diffusion | noncooperative | centralized
+  config.train.mode = "diffusion"       # diffusion | noncooperative | centralized | fusion | gossip
   config.train.iterations = 700
   config.train.n_d = 5                  # discriminator rounds per iteration (Algorithm 1)
   config.train.n_g = 1                  # generator rounds per iteration

@@ -82,3 +82,39 @@ def test_matrix_file(tmp_path):
   np.savetxt(path, np.array([[0.9, 0.5], [0.1, 0.5]]))
   with pytest.raises(TopologyError, match="doubly stochastic"):
     topology.combination_matrix(t, 2)
+
+
+def test_fusion_schedule_averages_every_period_and_counts_messages():
+  s = topology.FusionSchedule(4, period=3, rounds=6)
+  mats = s.matrices(0)
+  avg = [np.allclose(m, 0.25) for m in mats]
+  assert avg == [False, False, True, False, False, True]
+  assert all(np.allclose(m, np.eye(4)) for m, a in zip(mats, avg) if not a)
+  np.testing.assert_array_equal(s.messages(0), [0, 0, 8, 0, 0, 8])
+  # the period runs across iterations: period 4 with 6 rounds averages at global rounds 3, 7, 11
+  s4 = topology.FusionSchedule(4, period=4, rounds=6)
+  assert [i for i in range(6) if np.allclose(s4.matrices(1)[i], 0.25)] == [1, 5]
+
+
+def test_gossip_schedule_is_doubly_stochastic_pairwise_and_reproducible():
+  g = topology.make_graph("paper5", 5)
+  s = topology.GossipSchedule(g, rounds=6, seed=1)
+  mats = s.matrices(3)
+  for r, m in enumerate(mats):
+    np.testing.assert_allclose(m.sum(0), 1)
+    np.testing.assert_allclose(m, m.T)
+    pairs = s.matching(3 * 6 + r)
+    assert pairs and all(g.has_edge(a, b) for a, b in pairs)
+    assert len({x for p in pairs for x in p}) == 2 * len(pairs)  # a matching: disjoint pairs
+  np.testing.assert_array_equal(mats, topology.GossipSchedule(g, 6, seed=1).matrices(3))
+  assert (s.messages(3) == [2 * len(s.matching(18 + r)) for r in range(6)]).all()
+  # averaged over many rounds the gossip matrix mixes like a connected graph
+  mean = np.mean([s.matrices(i) for i in range(100)], axis=(0, 1))
+  assert topology.lambda2(mean) < 1
+
+
+def test_static_schedule_counts_links():
+  A = topology.metropolis(topology.make_graph("paper5", 5))
+  s = topology.StaticSchedule(A, rounds=6)
+  assert (s.messages(0) == 12).all()  # 6 undirected edges, both directions
+  np.testing.assert_array_equal(s.matrices(7)[2], A)

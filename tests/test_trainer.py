@@ -103,6 +103,7 @@ def test_modes_build_the_right_network(tmp_path, idx_dir):
 def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   with pytest.raises(error, match=match):
     trainer.Trainer(tiny_config(idx_dir, **overrides), str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "config.json")  # the fixed config can use it
 
 
 def test_disconnected_graph_is_refused(tmp_path, idx_dir):
@@ -168,3 +169,24 @@ def test_mirrored_needs_replicas_dividing_agents(tmp_path, idx_dir):
   c = tiny_config(idx_dir, **{"train.strategy": "mirrored", "train.replicas": 3})
   with pytest.raises(ConfigError, match="divisor of num_agents=2"):
     trainer.Trainer(c, str(tmp_path / "run"))
+
+
+def test_fusion_mode_averages_generators_and_counts_communication(tmp_path, idx_dir):
+  # n_d = 2, n_g = 1: a period of 3 rounds makes every G round a network average
+  c = tiny_config(idx_dir, **{"train.mode": "fusion", "topology.fusion_period": 3,
+                              "train.iterations": 2})
+  t = trainer.Trainer(c, str(tmp_path / "run"))
+  record = t.run()
+  g0, g1 = t.step.generators
+  for a, b in zip(g0.weights, g1.weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+  assert not np.allclose(t.step.discriminators[0].weights[0].numpy(),
+                         t.step.discriminators[1].weights[0].numpy())
+  g_params = sum(int(np.prod(v.shape)) for v in g0.trainable_variables)
+  assert record["parameters_sent_per_iteration"] == pytest.approx(2 * 2 * g_params)
+
+
+def test_gossip_mode_runs(tmp_path, idx_dir):
+  c = tiny_config(idx_dir, **{"train.mode": "gossip", "train.iterations": 2})
+  record = trainer.Trainer(c, str(tmp_path / "run")).run()
+  assert record["parameters_sent_per_iteration"] > 0 and np.isfinite(record["final_d_loss"]).all()

@@ -3,7 +3,7 @@
 import json
 import os
 
-MODES = ("diffusion", "noncooperative", "centralized")
+MODES = ("diffusion", "noncooperative", "centralized", "fusion", "gossip")
 
 # Fields that may change between a run and its resumption: they schedule or log, they do not
 # change what is being trained.
@@ -55,6 +55,9 @@ def validate(config):
   _positive(config.train.learning_rate, "train.learning_rate", allow_zero=True)
   _positive(config.model.width, "model.width")
   if config.train.strategy == "mirrored":
+    if config.train.mode == "centralized":
+      raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
+                        "replicas: use --config.train.strategy=default.")
     if not isinstance(config.train.replicas, int) or config.train.replicas < 1 or \
         config.num_agents % config.train.replicas:
       raise ConfigError(f"train.replicas={config.train.replicas!r} must be a positive divisor of "

@@ -106,8 +106,9 @@ class DiffusionStep:
 
   def __init__(self, generators, discriminators, d_optimizers, g_optimizers, combination_matrix,
                n_d=5, n_g=1, latent_dim=100, loss="nonsaturating", seed=0, agent_ids=None,
-               strategy=None):
+               strategy=None, loop_rounds=True):
     self.K = len(generators)
+    self.loop_rounds = loop_rounds
     if not (len(discriminators) == len(d_optimizers) == len(g_optimizers) == self.K):
       raise ValueError("one generator, discriminator and pair of optimizers per agent")
     A = np.asarray(combination_matrix, np.float64)
@@ -128,6 +129,7 @@ class DiffusionStep:
     # A = I (non-cooperative) needs no combine: skip it rather than multiply by the identity.
     self.cooperative = not np.allclose(A, np.eye(self.K))
     self.A = tf.constant(A, tf.float32)
+    self.static_matrices = tf.tile(self.A[None], [self.n_d + self.n_g, 1, 1])
     agent_ids = list(range(self.K)) if agent_ids is None else list(agent_ids)
     self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1)) for k in agent_ids]
     self.d_vars = [combined_variables(d) for d in self.discriminators]
@@ -174,8 +176,8 @@ class DiffusionStep:
       return fn(0)
     return tf.switch_case(replica, [lambda q=q: fn(q) for q in range(self.R)])
 
-  def _round(self, replica, adapt, variables):
-    """One ATC round for this replica's agents: adapt, then combine (eq. 10b)."""
+  def _round(self, replica, adapt, variables, A):
+    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K]."""
     def adapt_group(q):
       losses = tf.stack([adapt(k) for k in self.groups[q]])
       if not self.cooperative:
@@ -186,7 +188,7 @@ class DiffusionStep:
     if self.cooperative:
       ctx = tf.distribute.get_replica_context()
       phi = [ctx.all_gather(p, axis=0) for p in phi_local] if self.R > 1 else phi_local  # [K,..]
-      own = tf.gather(self.A, replica * self.L + tf.range(self.L), axis=1)               # [K, L]
+      own = tf.gather(A, replica * self.L + tf.range(self.L), axis=1)                    # [K, L]
       mixed = [mix(own, p) for p in phi]                                              # [L, ...]
 
       def assign_group(q):
@@ -198,31 +200,40 @@ class DiffusionStep:
       self._on_own_group(replica, assign_group)
     return losses
 
-  def _replica_iteration(self, real, z):
-    """real [K, n_d, B, 28, 28, 1], z [K, n_d + n_g, B, latent] (every replica sees all, reads
-    only its own agents' slices); returns this replica's losses [L]."""
+  def _replica_iteration(self, real, z, matrices):
+    """real [K, n_d, B, 28, 28, 1], z [K, n_d + n_g, B, latent], matrices [n_d + n_g, K, K]
+    (every replica sees all, reads only its own agents' slices); returns its losses [L]."""
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     replica = tf.cast(replica, tf.int32) if self.R > 1 else 0
     d_losses = g_losses = tf.zeros([self.L])
-    for r in range(self.n_d):                                      # Algorithm 1, lines 2-7
+    # One replica: rounds as a graph loop, so tracing covers one round, not n_d (trace time and
+    # graph size stay flat in n_d). Several replicas: unrolled, as collectives (all_gather)
+    # inside a while loop are not supported across MirroredStrategy replicas.
+    rounds = tf.range if (self.R == 1 and self.loop_rounds) else range
+    for r in rounds(self.n_d):                                     # Algorithm 1, lines 2-7
       d_losses = self._round(
           replica, lambda k, r=r: self._adapt_discriminator(k, real[k, r], z[k, r]),
-          self.d_vars)
-    for r in range(self.n_g):                                      # Algorithm 1, lines 8-13
+          self.d_vars, matrices[r])
+    for r in rounds(self.n_g):                                     # Algorithm 1, lines 8-13
       g_losses = self._round(
-          replica, lambda k, r=r: self._adapt_generator(k, z[k, self.n_d + r]), self.g_vars)
+          replica, lambda k, r=r: self._adapt_generator(k, z[k, self.n_d + r]), self.g_vars,
+          matrices[self.n_d + r])
     return {"d_loss": d_losses, "g_loss": g_losses}
 
-  def _iteration(self, real):
+  def _iteration(self, real, matrices):
     real = tf.stack(real)                                          # [K, n_d, B, 28, 28, 1]
     batch_size = tf.shape(real)[2]
     z = tf.stack([g.normal([self.n_d + self.n_g, batch_size, self.latent_dim])
                   for g in self.noise])
     if self.R == 1:
-      return self._replica_iteration(real, z)
-    out = self.strategy.run(self._replica_iteration, args=(real, z))
+      return self._replica_iteration(real, z, matrices)
+    out = self.strategy.run(self._replica_iteration, args=(real, z, matrices))
     return {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
 
-  def __call__(self, real):
-    """real: K tensors [n_d, B, 28, 28, 1], one per agent. Returns per-agent losses [K]."""
-    return self._compiled(tuple(real))
+  def __call__(self, real, matrices=None):
+    """real: K tensors [n_d, B, 28, 28, 1], one per agent; matrices: optional [n_d + n_g, K, K],
+    one combination matrix per round (time-varying schedules: fusion center, gossip), else the
+    step's A every round. Returns per-agent losses [K]."""
+    if matrices is None:
+      matrices = self.static_matrices
+    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32))

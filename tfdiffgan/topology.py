@@ -180,3 +180,82 @@ def combination_matrix(config_topology, num_agents, seed=0):
     else:
       raise TopologyError(f"unknown topology.rule {t.rule!r}; choose one of {RULES}.")
   return check_assumption1(A, num_agents)
+
+
+# ------------------------------------------------------------------ combination schedules
+#
+# A schedule gives the combination matrix of every ATC round, so the baselines the paper cites
+# run in the same compiled step as diffusion. Each also counts the messages it costs: one message
+# is one agent's parameter vector (D's or G's) sent over one link.
+
+
+class StaticSchedule:
+  """The same A every round: diffusion (Metropolis, ...) and non-cooperative (A = I).
+  Every agent sends phi_l to each neighbour k with a_lk > 0: one message per off-diagonal link."""
+
+  def __init__(self, A, rounds):
+    self.A, self.rounds = np.asarray(A, float), rounds
+    off = self.A.copy()
+    np.fill_diagonal(off, 0)
+    self.links = int(np.count_nonzero(off))
+
+  def matrices(self, iteration):
+    del iteration
+    return np.repeat(self.A[None], self.rounds, axis=0)
+
+  def messages(self, iteration):
+    del iteration
+    return np.full(self.rounds, self.links)
+
+
+class FusionSchedule:
+  """A fusion center in the manner of FedGAN: every ``period`` rounds all agents upload and take
+  the network mean (A = 11^T/K: K uploads + K downloads); local rounds (A = I) in between."""
+
+  def __init__(self, num_agents, period, rounds):
+    if period < 1:
+      raise TopologyError(f"topology.fusion_period={period} must be >= 1.")
+    self.K, self.period, self.rounds = num_agents, int(period), rounds
+
+  def _averaging(self, iteration):
+    t = iteration * self.rounds + np.arange(self.rounds)
+    return (t + 1) % self.period == 0
+
+  def matrices(self, iteration):
+    avg = self._averaging(iteration)
+    mean, eye = np.full((self.K, self.K), 1.0 / self.K), np.eye(self.K)
+    return np.stack([mean if a else eye for a in avg])
+
+  def messages(self, iteration):
+    return np.where(self._averaging(iteration), 2 * self.K, 0)
+
+
+class GossipSchedule:
+  """Randomized pairwise gossip: each round a random maximal matching of the graph's edges, and
+  each matched pair averages (a_ii = a_jj = a_ij = a_ji = 1/2). Seeded by (seed, round), so a
+  resumed run draws the same matchings."""
+
+  def __init__(self, graph, rounds, seed=0):
+    self.edges = sorted(tuple(sorted(e)) for e in graph.edges if e[0] != e[1])
+    self.K, self.rounds, self.seed = graph.number_of_nodes(), rounds, seed
+
+  def matching(self, t):
+    rng = np.random.default_rng([self.seed, t])
+    used, pairs = set(), []
+    for i in rng.permutation(len(self.edges)):
+      a, b = self.edges[i]
+      if a not in used and b not in used:
+        used.update((a, b))
+        pairs.append((a, b))
+    return pairs
+
+  def matrices(self, iteration):
+    out = np.repeat(np.eye(self.K)[None], self.rounds, axis=0)
+    for r in range(self.rounds):
+      for a, b in self.matching(iteration * self.rounds + r):
+        out[r, a, a] = out[r, b, b] = out[r, a, b] = out[r, b, a] = 0.5
+    return out
+
+  def messages(self, iteration):
+    return np.array([2 * len(self.matching(iteration * self.rounds + r))
+                     for r in range(self.rounds)])

@@ -33,15 +33,30 @@ class TrainingError(RuntimeError):
 
 
 def build_network(config, num_data_agents):
-  """Combination matrix and agent count for the mode: A from the topology (diffusion), I
-  (non-cooperative), or a single GAN on the union of the shards (centralized)."""
-  mode = config.train.mode
+  """The mode's combination schedule, its (mean) matrix A and the number of agents.
+
+  diffusion: A from the topology every round; noncooperative: A = I; centralized: one GAN on the
+  union of the shards; fusion: the network mean every topology.fusion_period rounds (FedGAN);
+  gossip: random pairwise averaging over the graph's edges.
+  """
+  mode, K = config.train.mode, num_data_agents
+  rounds = config.train.n_d + config.train.n_g
+  t = config.topology
   if mode == "centralized":
-    return np.ones((1, 1)), 1
+    return topology.StaticSchedule(np.ones((1, 1)), rounds), np.ones((1, 1)), 1
   if mode == "noncooperative":
-    return np.eye(num_data_agents), num_data_agents
-  return topology.combination_matrix(config.topology, num_data_agents, seed=config.seed), \
-      num_data_agents
+    return topology.StaticSchedule(np.eye(K), rounds), np.eye(K), K
+  if mode == "fusion":
+    p = t.fusion_period
+    A = np.full((K, K), 1.0 / (K * p)) + (1 - 1.0 / p) * np.eye(K)  # the mean over a period
+    return topology.FusionSchedule(K, p, rounds), A, K
+  if mode == "gossip":
+    graph = topology.make_graph(t.graph, K, seed=config.seed, p=t.p, k=t.k, edge_list=t.edge_list)
+    schedule = topology.GossipSchedule(graph, rounds, seed=config.seed)
+    A = np.mean([schedule.matrices(i) for i in range(200)], axis=(0, 1))  # E[A_t], estimated
+    return schedule, A, K
+  A = topology.combination_matrix(t, K, seed=config.seed)
+  return topology.StaticSchedule(A, rounds), A, K
 
 
 def make_agents(config, num_agents, A, strategy):
@@ -89,21 +104,16 @@ class Trainer:
     config_lib.validate(config)
     config_lib.check_resume(workdir, config)
     self.config, self.workdir = config, workdir
-    os.makedirs(workdir, exist_ok=True)
-    config_lib.write(workdir, config)
     tf.random.set_seed(config.seed)
 
     shards, self.shard_labels, self.arrays = load_shards(config)
-    self.A, self.K = build_network(config, len(shards))
+    self.schedule, self.A, self.K = build_network(config, len(shards))
     self.lambda2 = topology.lambda2(self.A)
     self.batch_size = config.data.batch_size
     if config.train.mode == "centralized":  # same samples per iteration as K agents of batch B
       shards, self.batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
     self.shards = shards
 
-    if config.train.mode == "centralized" and config.train.strategy != "default":
-      raise config_lib.ConfigError("train.mode=centralized trains one GAN: use "
-                                   "--config.train.strategy=default.")
     self.strategy = diffusion.make_strategy(config.train.strategy, config.train.replicas)
     self.step = make_agents(config, self.K, self.A, self.strategy)
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
@@ -113,9 +123,16 @@ class Trainer:
     if self.manager.latest_checkpoint:
       self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
       log("resumed %s at iteration %d", self.manager.latest_checkpoint,
-                   int(self.iteration.numpy()))
+          int(self.iteration.numpy()))
+    # Written only once the run has built: a bad config must not leave a config.json behind
+    # that would then refuse the corrected one as an incompatible resume.
+    config_lib.write(workdir, config)
     self.writer = tf.summary.create_file_writer(workdir)
     self._evaluator = None
+    count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
+    d_params, g_params = count(self.step.discriminators[0]), count(self.step.generators[0])
+    self.params_per_round = np.array([d_params] * config.train.n_d + [g_params] * config.train.n_g,
+                                     np.float64)  # one message = one agent's D or G weights
     self.fixed_noise = np.random.default_rng(config.seed).normal(
         size=(100, config.model.latent_dim)).astype(np.float32)
 
@@ -123,13 +140,14 @@ class Trainer:
 
   def describe(self):
     c = self.config
-    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s optimizer=%s "
-                 "mu=%s n_d=%d n_g=%d", c.train.mode, self.K, c.topology.graph, c.topology.rule,
-                 self.lambda2, c.data.name, c.data.partition, c.model.width, c.train.optimizer,
-                 c.train.learning_rate, c.train.n_d, c.train.n_g)
+    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s optimizer=%s mu=%s "
+        "n_d=%d n_g=%d strategy=%s (%d replica(s))", c.train.mode, self.K, c.topology.graph,
+        c.topology.rule, self.lambda2, c.data.name, c.data.partition, c.model.width,
+        c.train.optimizer, c.train.learning_rate, c.train.n_d, c.train.n_g, c.train.strategy,
+        self.strategy.num_replicas_in_sync)
     for k, counts in enumerate(self.shard_labels):
       log("agent %d: %d images, classes %s", k, int(counts.sum()),
-                   [int(c) for c in np.flatnonzero(counts)])
+          [int(c) for c in np.flatnonzero(counts)])
 
   def sample_grids(self):
     """A 10x10 grid per agent from fixed noise, in inference mode (as the export will draw)."""
@@ -200,9 +218,12 @@ class Trainer:
     t_window, i_window = t_start, start
     trace_time = None
     out = None
+    sent = 0.0
     for i in range(start, total):
       t0 = time.time()
-      out = self.step(next(batches))
+      static = isinstance(self.schedule, topology.StaticSchedule)
+      out = self.step(next(batches), None if static else self.schedule.matrices(i))
+      sent += float(self.schedule.messages(i) @ self.params_per_round)
       d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
       if trace_time is None:
         trace_time = time.time() - t0
@@ -229,9 +250,15 @@ class Trainer:
           tf.summary.scalar("disagreement/discriminator", dis_d)
           tf.summary.scalar("disagreement/generator", dis_g)
           tf.summary.scalar("speed/iterations_per_second", speed)
+          tf.summary.scalar("communication/parameters_per_iteration", sent / (done - start))
+        with open(os.path.join(self.workdir, "log.jsonl"), "a") as f:  # curves for bin/reproduce
+          f.write(json.dumps({"iteration": done, "d_loss": d_loss.tolist(),
+                              "g_loss": g_loss.tolist(), "disagreement_discriminator": dis_d,
+                              "disagreement_generator": dis_g, "iterations_per_second": speed})
+                  + "\n")
         log("iter %d/%d | D %.3f G %.3f (mean over agents) | disagreement D %.2e G %.2e "
-                     "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
-                     dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
+            "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
+            dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
       if c.eval.eval_every and done % c.eval.eval_every == 0 and done < total:
         self.evaluate(done, c.eval.periodic_samples)
       if done % c.train.sample_every == 0:
@@ -250,6 +277,7 @@ class Trainer:
     record.update({
         "iterations": done, "train_seconds": elapsed, "trace_seconds": trace_time,
         "iterations_per_second": (done - start) / elapsed if done > start else None,
+        "parameters_sent_per_iteration": sent / (done - start) if done > start else None,
         "disagreement_discriminator": dis_d, "disagreement_generator": dis_g,
         "final_d_loss": None if out is None else out["d_loss"].numpy().tolist(),
         "final_g_loss": None if out is None else out["g_loss"].numpy().tolist(),
@@ -263,8 +291,8 @@ class Trainer:
     with open(os.path.join(self.workdir, "run.json"), "w") as f:
       json.dump(record, f, indent=2)
     log("done: %d iterations in %s; samples in %s, exports in %s", done - start,
-                 _fmt_time(elapsed), os.path.join(self.workdir, "samples"),
-                 os.path.join(self.workdir, "export"))
+        _fmt_time(elapsed), os.path.join(self.workdir, "samples"),
+        os.path.join(self.workdir, "export"))
     return record
 
 

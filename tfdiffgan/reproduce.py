@@ -1,0 +1,278 @@
+"""The paper's experiments as a resumable grid of ordinary training runs, then figures and JSON.
+
+Downstream of everything else: each cell is a ``trainer.Trainer`` run in its own workdir under
+RESULTS_DIR/runs/; a cell whose run.json already reaches its iterations is skipped, so the grid
+can be run piecewise and rerun after a crash. Figures are matplotlib PNGs in RESULTS_DIR.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from configs import default as default_config
+from tfdiffgan import data as data_lib
+from tfdiffgan import topology
+
+
+def classes_for(num_agents):
+  """Two classes for agent 0 ({0, 1}: zeros and ones, or T-shirts and trousers), the other eight
+  dealt round-robin to the remaining agents (K = 5 gives the paper's two classes each)."""
+  rest = [[] for _ in range(num_agents - 1)]
+  for i, c in enumerate(range(2, data_lib.NUM_CLASSES)):
+    rest[i % (num_agents - 1)].append(c)
+  return [[0, 1]] + rest
+
+
+def _apply_quick(grid):
+  q = grid.quick
+  for key in ("datasets", "seeds", "num_agents", "width", "iterations", "eval_every",
+              "periodic_samples", "final_samples", "homogeneous_modes"):
+    grid[key] = q[key]
+  grid.theorem1.mus, grid.theorem1.graphs = q.theorem1_mus, q.theorem1_graphs
+  grid.theorem1.num_agents, grid.theorem1.iterations = q.theorem1_num_agents, q.theorem1_iterations
+  grid.theorem1.log_every = 1
+  return grid
+
+
+def cells(grid):
+  """(name, group, training config) for every run of the grid."""
+  out = []
+
+  def base(dataset, seed, K):
+    c = default_config.get_config()
+    c.seed, c.num_agents, c.data.name = seed, K, dataset
+    c.model.width, c.train.iterations = grid.width, grid.iterations
+    c.eval.eval_every, c.eval.periodic_samples = grid.eval_every, grid.periodic_samples
+    c.eval.final_samples = grid.final_samples
+    c.topology.graph = "paper5" if K == 5 else "ring"
+    c.topology.fusion_period = grid.fusion_period
+    c.train.log_every = max(1, min(50, grid.iterations // 10))
+    c.train.checkpoint_every = c.train.sample_every = max(1, grid.iterations // 4)
+    c.data.classes = classes_for(K)
+    return c
+
+  for dataset in grid.datasets:
+    for seed in grid.seeds:
+      for mode in grid.homogeneous_modes:
+        c = base(dataset, seed, grid.num_agents)
+        c.train.mode, c.data.partition = mode, "iid"
+        out.append((f"{dataset}/iid/{mode}/seed{seed}", "homogeneous", c))
+      for mode in grid.noniid_modes:
+        c = base(dataset, seed, grid.num_agents)
+        c.train.mode, c.data.partition = mode, "classes"
+        out.append((f"{dataset}/classes/{mode}/seed{seed}", "noniid", c))
+  t = grid.theorem1
+  for graph in t.graphs:
+    for mu in t.mus:
+      c = base(t.dataset, grid.seeds[0], t.num_agents)
+      c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
+      c.train.iterations, c.train.log_every = t.iterations, t.log_every
+      c.train.checkpoint_every = c.train.sample_every = t.iterations
+      c.eval.eval_every, c.eval.final_samples = 0, 0
+      out.append((f"theorem1/{graph}/mu{mu}", "theorem1", c))
+  return out
+
+
+def _complete(workdir, iterations):
+  path = os.path.join(workdir, "run.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    return json.load(f).get("iterations", 0) >= iterations
+
+
+def _read_jsonl(path):
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def run_grid(grid, results_dir, quick=False, log=print):
+  """Trains every incomplete cell, then writes results.json and the figures."""
+  from tfdiffgan import trainer  # pylint: disable=g-import-not-at-top
+  if quick:
+    grid = _apply_quick(grid)
+  todo = cells(grid)
+  timings = {}
+  for i, (name, group, config) in enumerate(todo):
+    workdir = os.path.join(results_dir, "runs", name)
+    if _complete(workdir, config.train.iterations):
+      log(f"[reproduce] {i + 1}/{len(todo)} {name}: complete, skipped")
+      continue
+    log(f"[reproduce] {i + 1}/{len(todo)} {name}")
+    t0 = time.time()
+    trainer.Trainer(config, workdir).run()
+    timings[name] = time.time() - t0
+  results = collect(todo, results_dir)
+  results["settings"] = json.loads(grid.to_json())
+  results["quick"] = quick
+  results["seconds_this_invocation"] = timings
+  with open(os.path.join(results_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  results["figures"] = figures(results, results_dir)
+  with open(os.path.join(results_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results
+
+
+def collect(todo, results_dir):
+  """Gathers every cell's curves and final metrics into one JSON-able dict."""
+  runs = {}
+  for name, group, config in todo:
+    workdir = os.path.join(results_dir, "runs", name)
+    with open(os.path.join(workdir, "run.json")) as f:
+      record = json.load(f)
+    final_path = os.path.join(workdir, "metrics.json")
+    final = json.load(open(final_path)) if os.path.exists(final_path) else None
+    runs[name] = {
+        "group": group, "mode": config.train.mode, "dataset": config.data.name,
+        "partition": config.data.partition, "seed": config.seed,
+        "graph": config.topology.graph, "mu": config.train.learning_rate,
+        "lambda_2": record["lambda_2"], "train_seconds": record["train_seconds"],
+        "parameters_sent_per_iteration": record["parameters_sent_per_iteration"],
+        "fid_curve": [(m["iteration"], m["network"]["fid_mean"], m["network"]["fid_min"],
+                       m["network"]["fid_max"])
+                      for m in _read_jsonl(os.path.join(workdir, "metrics.jsonl"))],
+        "disagreement_curve": [(l["iteration"], l["disagreement_discriminator"])
+                               for l in _read_jsonl(os.path.join(workdir, "log.jsonl"))],
+        "final": None if final is None else {
+            "network": final["network"],
+            "agents": [{k: a[k] for k in ("fid", "kid", "kid_se", "coverage", "class_histogram")}
+                       for a in final["agents"]]},
+        "samples": os.path.relpath(os.path.join(workdir, "samples", "agent_0.png"), results_dir),
+    }
+  return {"runs": runs, "summary": summarize(runs)}
+
+
+def summarize(runs):
+  """Per (dataset, partition, mode): final FID/KID/coverage mean over seeds; Theorem 1 fits."""
+  table = {}
+  for r in runs.values():
+    if r["group"] == "theorem1" or r["final"] is None:
+      continue
+    key = f"{r['dataset']}/{r['partition']}/{r['mode']}"
+    table.setdefault(key, []).append(r)
+  summary = {"final": {}, "theorem1": {}}
+  for key, rs in sorted(table.items()):
+    net = [r["final"]["network"] for r in rs]
+    agent0 = [r["final"]["agents"][0] for r in rs]
+    summary["final"][key] = {
+        "seeds": len(rs),
+        "fid_mean": float(np.mean([n["fid_mean"] for n in net])),
+        "fid_seed_std": float(np.std([n["fid_mean"] for n in net])),
+        "kid_mean": float(np.mean([n["kid_mean"] for n in net])),
+        "coverage_mean": float(np.mean([n["coverage_mean"] for n in net])),
+        "coverage_min": float(np.min([n["coverage_min"] for n in net])),
+        "agent0_histogram": np.mean([a["class_histogram"] for a in agent0], axis=0).tolist(),
+        "parameters_sent_per_iteration": rs[0]["parameters_sent_per_iteration"],
+        "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs])),
+    }
+  by_graph = {}
+  for r in runs.values():
+    if r["group"] != "theorem1" or not r["disagreement_curve"]:
+      continue
+    curve = np.array([d for _, d in r["disagreement_curve"]], np.float64)
+    steady = float(np.mean(curve[len(curve) // 2:]))  # after the transient
+    by_graph.setdefault(r["graph"], []).append((r["mu"], steady, r["lambda_2"]))
+  for graph, pts in sorted(by_graph.items()):
+    pts.sort()
+    mus, dis = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    ok = dis > 0
+    slope = float(np.polyfit(np.log(mus[ok]), np.log(dis[ok]), 1)[0]) if ok.sum() >= 2 else None
+    lam = pts[0][2]
+    summary["theorem1"][graph] = {
+        "mu": mus.tolist(), "disagreement": dis.tolist(), "lambda_2": lam,
+        "lambda_factor": lam ** 2 / (1 - lam) ** 2 if lam < 1 else None, "slope": slope}
+  return summary
+
+
+def figures(results, results_dir):
+  """Figs. 3-6 and the Theorem 1 plots as PNGs; returns their paths (relative)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  runs, paths = results["runs"], []
+
+  def save(fig, name):
+    fig.tight_layout()
+    fig.savefig(os.path.join(results_dir, name), dpi=110)
+    plt.close(fig)
+    paths.append(name)
+
+  datasets = sorted({r["dataset"] for r in runs.values() if r["group"] != "theorem1"})
+  for ds in datasets:
+    # Fig. 3: FID against iterations, mean over agents (line) and agent spread (band)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    modes = sorted({r["mode"] for r in runs.values()
+                    if r["dataset"] == ds and r["group"] == "homogeneous"})
+    for mode in modes:
+      curves = [np.array(r["fid_curve"]) for r in runs.values() if r["dataset"] == ds and
+                r["group"] == "homogeneous" and r["mode"] == mode and r["fid_curve"]]
+      if not curves:
+        continue
+      n = min(len(c) for c in curves)
+      c = np.mean([c[:n] for c in curves], axis=0)
+      ax.plot(c[:, 0], c[:, 1], label=mode)
+      ax.fill_between(c[:, 0], c[:, 2], c[:, 3], alpha=0.2)
+    ax.set(xlabel="iteration", ylabel="FID (project classifier)", yscale="log",
+           title=f"Fig. 3: homogeneous {ds}")
+    ax.legend()
+    save(fig, f"fig3_{ds}.png")
+    # Figs. 4-5: agent 0's sample grid per mode (seed 0)
+    fig, axes = plt.subplots(1, len(modes), figsize=(3 * len(modes), 3.3))
+    for ax, mode in zip(np.atleast_1d(axes), modes):
+      r = next(r for r in runs.values() if r["dataset"] == ds and r["group"] == "homogeneous"
+               and r["mode"] == mode)
+      ax.imshow(plt.imread(os.path.join(results_dir, r["samples"])), cmap="gray")
+      ax.set_title(mode)
+      ax.axis("off")
+    save(fig, f"fig45_{ds}.png")
+    # Fig. 6: the agent holding only classes {0, 1}, diffusion vs non-cooperative
+    noniid = [r for r in runs.values() if r["dataset"] == ds and r["group"] == "noniid"
+              and r["seed"] == min(x["seed"] for x in runs.values())]
+    if noniid:
+      fig, axes = plt.subplots(2, len(noniid), figsize=(3.6 * len(noniid), 6.4), squeeze=False)
+      for j, r in enumerate(sorted(noniid, key=lambda r: r["mode"])):
+        axes[0, j].imshow(plt.imread(os.path.join(results_dir, r["samples"])), cmap="gray")
+        axes[0, j].set_title(f"{r['mode']}: agent 0 saw {{0, 1}}")
+        axes[0, j].axis("off")
+        if r["final"]:
+          axes[1, j].bar(range(10), r["final"]["agents"][0]["class_histogram"])
+          axes[1, j].axhline(0.05, color="gray", ls="--", lw=0.8)
+        axes[1, j].set(xticks=range(10), xlabel="class (project classifier)",
+                       ylabel="share of samples")
+      save(fig, f"fig6_{ds}.png")
+  # quality against communication
+  fin = results["summary"]["final"]
+  if fin:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, v in fin.items():
+      if "/iid/" in key and v["parameters_sent_per_iteration"] is not None:
+        ax.scatter(max(v["parameters_sent_per_iteration"], 1), v["fid_mean"])
+        ax.annotate(key, (max(v["parameters_sent_per_iteration"], 1), v["fid_mean"]), fontsize=7)
+    ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)", ylabel="final FID",
+           title="quality against communication")
+    save(fig, "communication.png")
+  # Theorem 1
+  th = results["summary"]["theorem1"]
+  if th:
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for graph, v in th.items():
+      a1.loglog(v["mu"], v["disagreement"], "o-",
+                label=f"{graph} (lambda_2={v['lambda_2']:.2f}, slope {v['slope'] or float('nan'):.2f})")
+    a1.set(xlabel="mu", ylabel="disagreement of D after the transient",
+           title="Theorem 1: disagreement vs mu (predicted slope 2)")
+    a1.legend(fontsize=7)
+    for i, mu in enumerate(next(iter(th.values()))["mu"]):
+      xs = [v["lambda_factor"] for v in th.values() if v["lambda_factor"] is not None]
+      ys = [v["disagreement"][i] for v in th.values() if v["lambda_factor"] is not None]
+      a2.plot(xs, ys, "o", label=f"mu={mu}")
+    a2.set(xlabel="lambda_2^2 / (1 - lambda_2)^2", ylabel="disagreement", yscale="log",
+           title="disagreement vs the graph factor")
+    a2.legend(fontsize=7)
+    save(fig, "theorem1.png")
+  return paths
