@@ -13,40 +13,50 @@ from keras import layers
 from tfdiffgan.data import IMAGE_SHAPE
 
 
+def _init(kind):
+  """DCGAN's N(0, 0.02) (Radford et al., Sec. 4) or Keras' default Glorot uniform."""
+  return keras.initializers.RandomNormal(0.0, 0.02) if kind == "dcgan" else "glorot_uniform"
+
+
 def _units(base, width):
   return max(1, int(round(base * width)))
 
 
-def make_generator(latent_dim=100, width=1.0, name="generator"):
+def make_generator(latent_dim=100, width=1.0, name="generator", init="dcgan"):
   """z [N, latent] -> image [N, 28, 28, 1] in [-1, 1]."""
   c1, c2, c3 = _units(256, width), _units(128, width), _units(64, width)
+  k = _init(init)
   return keras.Sequential([
       keras.Input((latent_dim,)),
-      layers.Dense(7 * 7 * c1, use_bias=False),
+      layers.Dense(7 * 7 * c1, use_bias=False, kernel_initializer=k),
       layers.BatchNormalization(),
       layers.LeakyReLU(0.2),
       layers.Reshape((7, 7, c1)),
-      layers.Conv2DTranspose(c2, 5, strides=1, padding="same", use_bias=False),
+      layers.Conv2DTranspose(c2, 5, strides=1, padding="same", use_bias=False,
+                             kernel_initializer=k),
       layers.BatchNormalization(),
       layers.LeakyReLU(0.2),
-      layers.Conv2DTranspose(c3, 5, strides=2, padding="same", use_bias=False),
+      layers.Conv2DTranspose(c3, 5, strides=2, padding="same", use_bias=False,
+                             kernel_initializer=k),
       layers.BatchNormalization(),
       layers.LeakyReLU(0.2),
-      layers.Conv2DTranspose(1, 5, strides=2, padding="same", activation="tanh"),
+      layers.Conv2DTranspose(1, 5, strides=2, padding="same", activation="tanh",
+                             kernel_initializer=k),
   ], name=name)
 
 
-def make_discriminator(width=1.0, name="discriminator"):
+def make_discriminator(width=1.0, name="discriminator", init="dcgan"):
   """image [N, 28, 28, 1] -> logit [N, 1] (D = sigmoid(logit) in eq. 3)."""
   c1, c2 = _units(64, width), _units(128, width)
+  k = _init(init)
   return keras.Sequential([
       keras.Input(IMAGE_SHAPE),
-      layers.Conv2D(c1, 5, strides=2, padding="same"),
+      layers.Conv2D(c1, 5, strides=2, padding="same", kernel_initializer=k),
       layers.LeakyReLU(0.2),
-      layers.Conv2D(c2, 5, strides=2, padding="same"),
+      layers.Conv2D(c2, 5, strides=2, padding="same", kernel_initializer=k),
       layers.LeakyReLU(0.2),
       layers.Flatten(),
-      layers.Dense(1),
+      layers.Dense(1, kernel_initializer=k),
   ], name=name)
 
 

@@ -11,26 +11,37 @@ import tensorflow as tf
 OPTIMIZERS = ("sgd", "adam")
 
 
-class SGD(tf.Module):
-  """phi = w - mu * grad: exactly the paper's adapt step."""
+def clip(grads_and_vars, clip_norm):
+  """Rescales the agent's gradient to global norm <= clip_norm (0: unchanged)."""
+  grads_and_vars = list(grads_and_vars)
+  if not clip_norm:
+    return grads_and_vars
+  grads, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], clip_norm)
+  return list(zip(grads, [v for _, v in grads_and_vars]))
 
-  def __init__(self, learning_rate, name="sgd"):
+
+class SGD(tf.Module):
+  """phi = w - mu * grad: exactly the paper's adapt step (with clip_norm = 0)."""
+
+  def __init__(self, learning_rate, clip_norm=0.0, name="sgd"):
     super().__init__(name=name)
-    self.learning_rate = float(learning_rate)
+    self.learning_rate, self.clip_norm = float(learning_rate), float(clip_norm)
 
   def build(self, variables):
     del variables
 
   def apply_gradients(self, grads_and_vars):
-    for g, v in grads_and_vars:
+    for g, v in clip(grads_and_vars, self.clip_norm):
       v.assign_sub(self.learning_rate * g)
 
 
 class Adam(tf.Module):
   """Adam (Kingma & Ba) with bias correction; moments are the agent's own and never combined."""
 
-  def __init__(self, learning_rate, beta1=0.5, beta2=0.999, epsilon=1e-7, name="adam"):
+  def __init__(self, learning_rate, beta1=0.5, beta2=0.999, epsilon=1e-7, clip_norm=0.0,
+               name="adam"):
     super().__init__(name=name)
+    self.clip_norm = float(clip_norm)
     self.learning_rate, self.beta1, self.beta2, self.epsilon = (
         float(learning_rate), float(beta1), float(beta2), float(epsilon))
     self.iterations = None
@@ -46,7 +57,7 @@ class Adam(tf.Module):
                     for v in variables]
 
   def apply_gradients(self, grads_and_vars):
-    grads_and_vars = list(grads_and_vars)
+    grads_and_vars = clip(grads_and_vars, self.clip_norm)
     t = self.iterations.assign_add(1.0)
     lr = self.learning_rate * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
     for (g, v), (m, s) in zip(grads_and_vars, self.moments):
@@ -55,9 +66,9 @@ class Adam(tf.Module):
       v.assign_sub(lr * m / (tf.sqrt(s) + self.epsilon))
 
 
-def make_optimizer(name, learning_rate, beta1=0.5):
+def make_optimizer(name, learning_rate, beta1=0.5, clip_norm=0.0):
   if name == "sgd":
-    return SGD(learning_rate)
+    return SGD(learning_rate, clip_norm=clip_norm)
   if name == "adam":
-    return Adam(learning_rate, beta1=beta1)
+    return Adam(learning_rate, beta1=beta1, clip_norm=clip_norm)
   raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")

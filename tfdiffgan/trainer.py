@@ -72,9 +72,9 @@ def make_agents(config, num_agents, A, strategy):
                                         name=f"generator_{k}"))
       discs.append(models.make_discriminator(config.model.width, name=f"discriminator_{k}"))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
-                                         config.train.beta1))
+                                         config.train.beta1, config.train.clip_norm))
       g_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
-                                         config.train.beta1))
+                                         config.train.beta1, config.train.clip_norm))
   return diffusion.DiffusionStep(gens, discs, d_opts, g_opts, A, n_d=config.train.n_d,
                                  n_g=config.train.n_g, latent_dim=config.model.latent_dim,
                                  loss=config.train.loss, seed=config.seed, strategy=strategy)
@@ -233,9 +233,11 @@ class Trainer:
                          np.flatnonzero(~np.isfinite(g_loss)).tolist()))
         raise TrainingError(
             f"non-finite loss at iteration {i + 1} for agent(s) {bad} (D {d_loss}, G {g_loss}). "
-            f"Nothing more was saved; the last checkpoint ({self.manager.latest_checkpoint}) is "
-            "intact. Lower --config.train.learning_rate (or try --config.train.loss="
-            "nonsaturating) and rerun in a new workdir.")
+            "Nothing more was saved; "
+            + (f"the last checkpoint ({self.manager.latest_checkpoint}) is intact. "
+               if self.manager.latest_checkpoint else "no checkpoint had been written yet. ")
+            + "Clip the gradients (--config.train.clip_norm=5) or lower "
+            "--config.train.learning_rate, and rerun in a new workdir.")
       self.iteration.assign(i + 1)
       done = i + 1
       if done % c.train.log_every == 0 or done == total:
