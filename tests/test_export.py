@@ -87,6 +87,9 @@ def test_bin_evaluate_on_a_tiny_generator(tiny_export, tmp_path):
   assert result["classifier"]["test_accuracy"] >= 0.985
 
 
-def test_evaluate_needs_one_source():
+def test_evaluate_needs_one_source_and_existing_inception_weights(tiny_export):
   with pytest.raises(ValueError, match="exactly one"):
     evaluate.evaluate()
+  from tfdiffgan.metrics import MetricsError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(MetricsError, match="InceptionV3 weights file"):
+    evaluate.evaluate(model=tiny_export[0], inception_weights="/nonexistent/inception.h5")

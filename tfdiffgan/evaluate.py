@@ -40,8 +40,12 @@ def workdir_generators(workdir):
                   for k, g in enumerate(t.step.generators)]
 
 
-def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1):
-  """Scores every agent of a workdir, or one exported generator; returns a JSON-able dict."""
+def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1, inception_weights=""):
+  """Scores every agent of a workdir, or one exported generator; returns a JSON-able dict.
+
+  With ``inception_weights`` (a local InceptionV3 no-top weights file) each agent also gets the
+  usual Inception FID, comparable with published numbers (slow on a CPU: 299x299 inputs).
+  """
   if bool(workdir) == bool(model):
     raise ValueError("give exactly one of --workdir or --model")
   if workdir:
@@ -51,10 +55,23 @@ def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1):
     serve, latent = export_lib.load_generator(model)
     gens = [(os.path.basename(model.rstrip("/")), serve, latent)]
     dataset = dataset or "mnist"
+  if inception_weights and not os.path.exists(inception_weights):
+    raise metrics.MetricsError(f"InceptionV3 weights file {inception_weights!r} not found.")
   evaluator = metrics.Evaluator(dataset, verbose=True)
+  real_inception = None
+  if inception_weights:
+    from tfdiffgan import data as data_lib  # pylint: disable=g-import-not-at-top
+    real = data_lib.to_float(data_lib.load_dataset(dataset)["x_test"][:num_samples])
+    real_inception = metrics.inception_features(real, inception_weights)
   agents = []
   for name, generate, latent in gens:
     m = evaluator.score_generator(generate, latent, num_samples, seed=seed)
+    if real_inception is not None:
+      z = np.random.default_rng(seed).normal(size=(num_samples, latent)).astype(np.float32)
+      fake = np.concatenate([np.asarray(generate(tf.constant(z[i:i + 500])))
+                             for i in range(0, num_samples, 500)])
+      m["inception_fid"] = metrics.fid_from_features(
+          metrics.inception_features(fake, inception_weights), real_inception)
     m["agent"] = name
     agents.append(m)
   return {"dataset": dataset, "source": workdir or model, "num_samples": num_samples,
