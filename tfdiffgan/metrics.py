@@ -22,8 +22,11 @@ import keras
 
 from tfdiffgan import data as data_lib
 
-CLASSIFIER_VERSION = 1
-CLASSIFIER_EPOCHS = {"mnist": 2, "fashion_mnist": 5}
+# Per dataset: the recipe is part of every FID, so changing it bumps that dataset's version.
+# Fashion v2 uses 5x5 same-padded convolutions: the 3x3 v1 recipe stalled at 89.6-89.8%.
+CLASSIFIER_VERSION = {"mnist": 1, "fashion_mnist": 2}
+CLASSIFIER_EPOCHS = {"mnist": 2, "fashion_mnist": 4}
+CLASSIFIER_BATCH = {"mnist": 128, "fashion_mnist": 64}
 MIN_ACCURACY = {"mnist": 0.985, "fashion_mnist": 0.90}
 COVERAGE_THRESHOLD = 0.05  # a class is covered when it holds at least 5% of the samples
 
@@ -35,12 +38,13 @@ class MetricsError(RuntimeError):
 # --------------------------------------------------------------------- feature classifier
 
 
-def _build_classifier():
+def _build_classifier(dataset):
+  kernel, padding = (3, "valid") if CLASSIFIER_VERSION[dataset] == 1 else (5, "same")
   return keras.Sequential([
       keras.Input(data_lib.IMAGE_SHAPE),
-      keras.layers.Conv2D(32, 3, activation="relu"),
+      keras.layers.Conv2D(32, kernel, padding=padding, activation="relu"),
       keras.layers.MaxPooling2D(),
-      keras.layers.Conv2D(64, 3, activation="relu"),
+      keras.layers.Conv2D(64, kernel, padding=padding, activation="relu"),
       keras.layers.MaxPooling2D(),
       keras.layers.Flatten(),
       keras.layers.Dense(128, activation="relu", name="features"),
@@ -53,7 +57,7 @@ class FeatureClassifier:
 
   def __init__(self, model, dataset, accuracy):
     self.model, self.dataset, self.accuracy = model, dataset, float(accuracy)
-    self.version = CLASSIFIER_VERSION
+    self.version = CLASSIFIER_VERSION[dataset]
     features = model.get_layer("features").output
     self._both = keras.Model(model.inputs, [features, model.outputs[0]])
     self._predict = tf.function(lambda x: self._both(x, training=False))
@@ -71,7 +75,7 @@ class FeatureClassifier:
 
 
 def classifier_paths(dataset):
-  base = os.path.join(data_lib.cache_dir(), f"classifier_{dataset}_v{CLASSIFIER_VERSION}")
+  base = os.path.join(data_lib.cache_dir(), f"classifier_{dataset}_v{CLASSIFIER_VERSION[dataset]}")
   return base + ".keras", base + ".json"
 
 
@@ -79,12 +83,13 @@ def train_classifier(dataset, arrays=None, seed=0, verbose=False):
   """Trains the feature classifier with a fixed seed; fails loudly below the accuracy floor."""
   arrays = arrays or data_lib.load_dataset(dataset)
   keras.utils.set_random_seed(seed)
-  model = _build_classifier()
+  model = _build_classifier(dataset)
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
   x, y = data_lib.to_float(arrays["x_train"]), arrays["y_train"]
-  model.fit(x, y, batch_size=128, epochs=CLASSIFIER_EPOCHS[dataset], shuffle=True,
+  model.fit(x, y, batch_size=CLASSIFIER_BATCH[dataset], epochs=CLASSIFIER_EPOCHS[dataset],
+            shuffle=True,
             verbose=2 if verbose else 0)
   _, accuracy = model.evaluate(data_lib.to_float(arrays["x_test"]), arrays["y_test"],
                                batch_size=1000, verbose=0)
@@ -102,7 +107,7 @@ def load_classifier(dataset, arrays=None, verbose=False):
     try:
       with open(info_path) as f:
         info = json.load(f)
-      if info.get("version") == CLASSIFIER_VERSION:
+      if info.get("version") == CLASSIFIER_VERSION[dataset]:
         return FeatureClassifier(keras.models.load_model(model_path), dataset,
                                  info["test_accuracy"])
     except Exception as e:  # pylint: disable=broad-except
