@@ -12,7 +12,6 @@ Whatever is found is cached once as uint8, so later runs load in well under a se
 
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import socket

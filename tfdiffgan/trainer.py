@@ -219,9 +219,9 @@ class Trainer:
     trace_time = None
     out = None
     sent = 0.0
+    static = isinstance(self.schedule, topology.StaticSchedule)  # its A is already in the step
     for i in range(start, total):
       t0 = time.time()
-      static = isinstance(self.schedule, topology.StaticSchedule)
       out = self.step(next(batches), None if static else self.schedule.matrices(i))
       sent += float(self.schedule.messages(i) @ self.params_per_round)
       d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
