@@ -1,6 +1,6 @@
 """Benchmark of the training step: ms/iteration against its own floor and a naive reference.
 
-  python -m bench.step                      # K in {2, 5, 10, 20}, widths {0.25, 1.0}
+  python -m bench.step                      # K in {2, 5, 10, 20}, widths {0.25, 1.0}: ~30 min
   python -m bench.step --K=5 --widths=0.25 --iters=10 --out=bench/results.json
 
 Variants, timed interleaved in one process per (K, width) so they share the machine's state:
@@ -28,6 +28,8 @@ import numpy as np
 flags.DEFINE_list("K", ["2", "5", "10", "20"], "Numbers of agents.")
 flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
 flags.DEFINE_integer("iters", 10, "Timed iterations per variant (after 2 warm-up calls).")
+flags.DEFINE_integer("iters_wide", 3, "Timed iterations per variant at widths >= 0.5 (seconds per "
+                     "call there: fewer calls keep a full sweep near half an hour).")
 flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
 flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
 flags.DEFINE_list("variants", ["step", "floor", "naive", "centralized"], "Variants to time.")
@@ -77,8 +79,8 @@ def _cell(K, width, iters, batch, n_d, variants):
     trace[kind] = time.perf_counter() - t0
     steps[kind](x)  # second warm-up
   times = {k: [] for k in variants}
-  for _ in range(iters):  # interleaved
-    for kind in variants:
+  for i in range(iters):  # interleaved, the order rotated so no variant always follows another
+    for kind in variants[i % len(variants):] + variants[:i % len(variants)]:
       x = inputs["centralized" if kind == "centralized" else "network"][0]
       t0 = time.perf_counter()
       out = steps[kind](x)
@@ -130,8 +132,9 @@ def main(argv):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for width in FLAGS.widths:
     for K in FLAGS.K:
+      iters = FLAGS.iters_wide if float(width) >= 0.5 else FLAGS.iters
       cmd = [sys.executable, "-m", "bench.step", "--child", f"--K={K}", f"--widths={width}",
-             f"--iters={FLAGS.iters}", f"--batch={FLAGS.batch}", f"--n_d={FLAGS.n_d}",
+             f"--iters={iters}", f"--batch={FLAGS.batch}", f"--n_d={FLAGS.n_d}",
              f"--variants={','.join(variants)}"]
       res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
       line = [l for l in res.stdout.splitlines() if l.startswith("BENCH_ROW ")]
@@ -149,7 +152,8 @@ def main(argv):
 def _write(rows):
   import platform  # pylint: disable=g-import-not-at-top
   meta = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-          "batch": FLAGS.batch, "n_d": FLAGS.n_d, "n_g": 1, "iters": FLAGS.iters}
+          "batch": FLAGS.batch, "n_d": FLAGS.n_d, "n_g": 1, "iters": FLAGS.iters,
+          "iters_wide": FLAGS.iters_wide}
   if FLAGS.out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w") as f:

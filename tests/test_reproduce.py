@@ -36,5 +36,57 @@ def test_quick_grid(tmp_path):
     assert os.path.getsize(os.path.join(out, name)) > 1000
   assert {"fig3_mnist.png", "fig45_mnist.png", "fig6_mnist.png", "theorem1.png",
           "communication.png"} <= set(results["figures"])
+  table = open(os.path.join(out, "results.md")).read()
+  assert "| mnist/iid/diffusion | 2 |" in table and "| ring |" in table
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
   assert again.returncode == 0 and again.stdout.count("complete, skipped") == len(runs)
+
+
+def _run(group, mode, dataset="mnist", fid=10.0, hists=None, graph="paper5", mu=0.05, lam=0.5,
+         dis=None):
+  agents = [{"fid": fid, "kid": 0.0, "kid_se": 0.0, "coverage": 10, "class_histogram": h}
+            for h in (hists or [[0.1] * 10])]
+  return {"group": group, "mode": mode, "dataset": dataset, "partition": "classes" if group == "noniid" else "iid", "seed": 0,
+          "graph": graph, "mu": mu, "lambda_2": lam, "train_seconds": 1.0,
+          "parameters_sent_per_iteration": 0, "fid_curve": [],
+          "disagreement_curve": [(i, d) for i, d in enumerate(dis or [])],
+          "final": None if group == "theorem1" else {
+              "network": {"fid_mean": fid, "kid_mean": 0.0, "coverage_mean": 10.0,
+                          "coverage_min": 10}, "agents": agents}}
+
+
+def test_claims_follow_the_numbers():
+  """claims() reports what the runs say, both ways: a claim that holds and one that fails."""
+  only01 = [0.5, 0.45] + [0.00625] * 8
+  runs = {"a": _run("homogeneous", "centralized", fid=10.0),
+          "b": _run("homogeneous", "diffusion", fid=10.5),
+          "c": _run("homogeneous", "noncooperative", fid=14.0),
+          "d": _run("noniid", "diffusion", hists=[[0.1] * 10, [0.04] + [0.96 / 9] * 9]),
+          "e": _run("noniid", "noncooperative", hists=[only01])}
+  for g, lam, scale in (("ring", 0.6, 2.0), ("complete", 0.0, 1.0)):
+    for mu in (0.025, 0.05, 0.1):
+      runs[f"{g}{mu}"] = _run("theorem1", "diffusion", graph=g, mu=mu, lam=lam,
+                              dis=[scale * mu ** 2] * 4)
+  c = reproduce.claims(runs, reproduce.summarize(runs))
+  homog, noniid = c["per_dataset"]["mnist"]["homogeneous"], c["per_dataset"]["mnist"]["nonhomogeneous"]
+  assert homog["holds"] and abs(homog["diffusion_over_centralized"] - 1.05) < 1e-9
+  assert not noniid["holds"]  # the second diffusion agent has only 4% of class 0
+  assert noniid["diffusion_agents_at_least_5pct_each_class"] == 1
+  assert abs(noniid["noncooperative_agent0_share_in_own_two_classes"][0] - 0.95) < 1e-9
+  th = c["theorem1"]
+  assert th["holds"] and abs(th["slopes"]["ring"] - 2.0) < 1e-6
+  assert th["graphs_by_lambda_2"] == ["complete", "ring"]
+  runs["b"] = _run("homogeneous", "diffusion", fid=12.0)  # 20% worse than centralized
+  assert not reproduce.claims(runs, reproduce.summarize(runs))["per_dataset"]["mnist"][
+      "homogeneous"]["holds"]
+
+
+def test_markdown_table_lists_every_mode_and_graph():
+  runs = {"a": _run("homogeneous", "centralized", fid=10.0),
+          "b": _run("homogeneous", "diffusion", fid=10.5)}
+  for g, lam in (("ring", 0.6), ("complete", 0.0)):
+    for mu in (0.025, 0.05):
+      runs[f"{g}{mu}"] = _run("theorem1", "diffusion", graph=g, mu=mu, lam=lam, dis=[mu] * 4)
+  text = reproduce.markdown({"runs": runs, "summary": reproduce.summarize(runs)})
+  assert "| mnist/iid/centralized | 1 | 10.00 |" in text and "| mnist/iid/diffusion | 1 | 10.50 |" in text
+  assert "| ring | 0.600 | 2.25 |" in text and "| complete | 0.000 | 0.00 |" in text

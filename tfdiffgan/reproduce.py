@@ -16,6 +16,9 @@ from tfdiffgan import data as data_lib
 from tfdiffgan import topology
 
 
+BASELINES = ("fusion", "gossip")  # the works the paper cites, beside its own three modes
+
+
 def classes_for(num_agents):
   """Two classes for agent 0 ({0, 1}: zeros and ones, or T-shirts and trousers), the other eight
   dealt round-robin to the remaining agents (K = 5 gives the paper's two classes each)."""
@@ -28,7 +31,7 @@ def classes_for(num_agents):
 def _apply_quick(grid):
   q = grid.quick
   for key in ("datasets", "seeds", "num_agents", "width", "iterations", "eval_every",
-              "periodic_samples", "final_samples", "homogeneous_modes"):
+              "periodic_samples", "final_samples", "homogeneous_modes", "baseline_datasets"):
     grid[key] = q[key]
   grid.theorem1.mus, grid.theorem1.graphs = q.theorem1_mus, q.theorem1_graphs
   grid.theorem1.num_agents, grid.theorem1.iterations = q.theorem1_num_agents, q.theorem1_iterations
@@ -53,9 +56,11 @@ def cells(grid):
     c.data.classes = classes_for(K)
     return c
 
-  for dataset in grid.datasets:
-    for seed in grid.seeds:
+  def homogeneous_and_noniid(seed):
+    for dataset in grid.datasets:
       for mode in grid.homogeneous_modes:
+        if mode in BASELINES and dataset not in grid.baseline_datasets:
+          continue
         c = base(dataset, seed, grid.num_agents)
         c.train.mode, c.data.partition = mode, "iid"
         out.append((f"{dataset}/iid/{mode}/seed{seed}", "homogeneous", c))
@@ -63,15 +68,24 @@ def cells(grid):
         c = base(dataset, seed, grid.num_agents)
         c.train.mode, c.data.partition = mode, "classes"
         out.append((f"{dataset}/classes/{mode}/seed{seed}", "noniid", c))
-  t = grid.theorem1
-  for graph in t.graphs:
-    for mu in t.mus:
-      c = base(t.dataset, grid.seeds[0], t.num_agents)
-      c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
-      c.train.iterations, c.train.log_every = t.iterations, t.log_every
-      c.train.checkpoint_every = c.train.sample_every = t.iterations
-      c.eval.eval_every, c.eval.final_samples = 0, 0
-      out.append((f"theorem1/{graph}/mu{mu}", "theorem1", c))
+
+  def theorem1():
+    t = grid.theorem1
+    for graph in t.graphs:
+      for mu in t.mus:
+        c = base(t.dataset, grid.seeds[0], t.num_agents)
+        c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
+        c.train.iterations, c.train.log_every = t.iterations, t.log_every
+        c.train.checkpoint_every = c.train.sample_every = t.iterations
+        c.eval.eval_every, c.eval.final_samples = 0, 0
+        out.append((f"theorem1/{graph}/mu{mu}", "theorem1", c))
+
+  # Seed-major order, Theorem 1 after the first seed: a grid stopped part-way already has one
+  # seed of every cell and the Theorem 1 sweep.
+  homogeneous_and_noniid(grid.seeds[0])
+  theorem1()
+  for seed in grid.seeds[1:]:
+    homogeneous_and_noniid(seed)
   return out
 
 
@@ -115,6 +129,8 @@ def run_grid(grid, results_dir, quick=False, log=print):
   results["figures"] = figures(results, results_dir)
   with open(os.path.join(results_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
+  with open(os.path.join(results_dir, "results.md"), "w") as f:
+    f.write(markdown(results))
   return results
 
 
@@ -144,7 +160,8 @@ def collect(todo, results_dir):
                        for a in final["agents"]]},
         "samples": os.path.relpath(os.path.join(workdir, "samples", "agent_0.png"), results_dir),
     }
-  return {"runs": runs, "summary": summarize(runs)}
+  summary = summarize(runs)
+  return {"runs": runs, "summary": summary, "claims": claims(runs, summary)}
 
 
 def summarize(runs):
@@ -187,6 +204,85 @@ def summarize(runs):
         "mu": mus.tolist(), "disagreement": dis.tolist(), "lambda_2": lam,
         "lambda_factor": lam ** 2 / (1 - lam) ** 2 if lam < 1 else None, "slope": slope}
   return summary
+
+
+def claims(runs, summary):
+  """The paper's three claims as measured numbers (issue text, docs/RESULTS.md). Each entry has
+  the figures and a verdict; a claim without the runs it needs is None, not False."""
+  fin, out = summary["final"], {}
+  per_dataset = {}
+  for ds in sorted({r["dataset"] for r in runs.values() if r["group"] != "theorem1"}):
+    c = {}
+    cen, dif = fin.get(f"{ds}/iid/centralized"), fin.get(f"{ds}/iid/diffusion")
+    non = fin.get(f"{ds}/iid/noncooperative")
+    if cen and dif and non:
+      ratio = dif["fid_mean"] / cen["fid_mean"]
+      c["homogeneous"] = {
+          "fid_diffusion": dif["fid_mean"], "fid_centralized": cen["fid_mean"],
+          "fid_noncooperative": non["fid_mean"], "diffusion_over_centralized": ratio,
+          "noncooperative_over_diffusion": non["fid_mean"] / dif["fid_mean"],
+          "holds": bool(ratio <= 1.10 and non["fid_mean"] > dif["fid_mean"])}
+    agents = {mode: [a for r in runs.values() if r["group"] == "noniid" and r["dataset"] == ds
+                     and r["mode"] == mode and r["final"] for a in r["final"]["agents"]]
+              for mode in ("diffusion", "noncooperative")}
+    agent0_non = [r["final"]["agents"][0]["class_histogram"] for r in runs.values()
+                  if r["group"] == "noniid" and r["dataset"] == ds
+                  and r["mode"] == "noncooperative" and r["final"]]
+    if agents["diffusion"] and agent0_non:
+      min_share = float(min(min(a["class_histogram"]) for a in agents["diffusion"]))
+      own = [float(h[0] + h[1]) for h in agent0_non]
+      c["nonhomogeneous"] = {
+          "diffusion_min_class_share_over_agents_and_seeds": min_share,
+          "diffusion_agents_at_least_5pct_each_class": int(sum(
+              min(a["class_histogram"]) >= 0.05 for a in agents["diffusion"])),
+          "diffusion_agents": len(agents["diffusion"]),
+          "noncooperative_agent0_share_in_own_two_classes": own,
+          "holds": bool(min_share >= 0.05 and min(own) >= 0.90)}
+    per_dataset[ds] = c
+  out["per_dataset"] = per_dataset
+  th = summary["theorem1"]
+  if th:
+    slopes = {g: v["slope"] for g, v in th.items()}
+    # grows with lambda_2: at every mu, order of disagreement across graphs follows lambda_2
+    graphs = sorted(th, key=lambda g: th[g]["lambda_2"])
+    monotone = [all(th[a]["disagreement"][i] <= th[b]["disagreement"][i]
+                    for a, b in zip(graphs, graphs[1:]))
+                for i in range(len(th[graphs[0]]["mu"]))]
+    out["theorem1"] = {
+        "slopes": slopes, "graphs_by_lambda_2": graphs,
+        "monotone_in_lambda_2_at_each_mu": monotone,
+        "holds": bool(all(s is not None and abs(s - 2) <= 0.5 for s in slopes.values())
+                      and all(monotone))}
+  return out
+
+
+def markdown(results):
+  """The table of final metrics per mode, the wall times and the Theorem 1 fits, as Markdown
+  (docs/RESULTS.md quotes it)."""
+  fin, runs = results["summary"]["final"], results["runs"]
+  lines = ["| dataset / shards / mode | seeds | FID (mean over agents) | +- over seeds | KID x100 "
+           "| coverage mean (min) | parameters sent / iteration | train s / run |",
+           "|---|---|---|---|---|---|---|---|"]
+  for key, v in fin.items():
+    lines.append(f"| {key} | {v['seeds']} | {v['fid_mean']:.2f} | {v['fid_seed_std']:.2f} | "
+                 f"{100 * v['kid_mean']:.2f} | {v['coverage_mean']:.1f} ({v['coverage_min']:.0f}) | "
+                 f"{v['parameters_sent_per_iteration']:,} | {v['train_seconds_mean']:.0f} |")
+  th = results["summary"]["theorem1"]
+  if th:
+    lines += ["", "| graph | lambda_2 | lambda_2^2/(1-lambda_2)^2 | " +
+              " | ".join(f"D disagreement, mu={m}" for m in next(iter(th.values()))["mu"]) +
+              " | slope in log mu |", "|---" * (4 + len(next(iter(th.values()))["mu"])) + "|"]
+    for g, v in th.items():
+      lam = "inf" if v["lambda_factor"] is None else f"{v['lambda_factor']:.2f}"
+      lines.append(f"| {g} | {v['lambda_2']:.3f} | {lam} | " +
+                   " | ".join(f"{d:.3g}" for d in v["disagreement"]) +
+                   f" | {v['slope'] if v['slope'] is None else round(v['slope'], 2)} |")
+  groups = {}
+  for r in runs.values():
+    groups[r["group"]] = groups.get(r["group"], 0.0) + r["train_seconds"]
+  lines += ["", "Wall time by part (seconds summed over runs: training loop with its periodic evaluations, final evaluation excluded): " +
+            ", ".join(f"{g} {s:.0f}" for g, s in sorted(groups.items()))]
+  return "\n".join(lines) + "\n"
 
 
 def figures(results, results_dir):
