@@ -63,7 +63,7 @@ def test_claims_follow_the_numbers():
           "c": _run("homogeneous", "noncooperative", fid=14.0),
           "d": _run("noniid", "diffusion", hists=[[0.1] * 10, [0.04] + [0.96 / 9] * 9]),
           "e": _run("noniid", "noncooperative", hists=[only01])}
-  for g, lam, scale in (("ring", 0.6, 2.0), ("complete", 0.0, 1.0)):
+  for g, lam, scale in (("ring", 0.6, 2.0), ("grid", 0.5, 1.0), ("complete", 0.0, 1e-12)):
     for mu in (0.025, 0.05, 0.1):
       runs[f"{g}{mu}"] = _run("theorem1", "diffusion", graph=g, mu=mu, lam=lam,
                               dis=[scale * mu ** 2] * 4)
@@ -75,7 +75,7 @@ def test_claims_follow_the_numbers():
   assert abs(noniid["noncooperative_agent0_share_in_own_two_classes"][0] - 0.95) < 1e-9
   th = c["theorem1"]
   assert th["holds"] and abs(th["slopes"]["ring"] - 2.0) < 1e-6
-  assert th["graphs_by_lambda_2"] == ["complete", "ring"]
+  assert th["graphs_by_lambda_2"] == ["complete", "grid", "ring"] and "complete" not in th["slopes"]
   runs["b"] = _run("homogeneous", "diffusion", fid=12.0)  # 20% worse than centralized
   assert not reproduce.claims(runs, reproduce.summarize(runs))["per_dataset"]["mnist"][
       "homogeneous"]["holds"]
