@@ -51,3 +51,12 @@ def test_bench_runs_at_tiny_size(tmp_path):
   for kind in ("step", "floor", "naive", "centralized"):
     assert row[kind]["median_ms"] > 0 and row[kind]["trace_s"] > 0
   assert row["speedup_vs_naive"] > 0 and row["peak_rss_mb"] > 0
+
+
+def test_grouped_conv_probe_runs():
+  from bench import grouped_conv
+  rows = grouped_conv.measure(K=2, batch=2, calls=1)
+  assert len(rows) == len(grouped_conv.LAYERS)
+  for r in rows:
+    assert r["separate_fwd_ms"] > 0 and r["separate_grad_ms"] > 0
+    assert isinstance(r["grouped_grad_ms"], (float, str))
