@@ -60,3 +60,20 @@ def test_grouped_conv_probe_runs():
   for r in rows:
     assert r["separate_fwd_ms"] > 0 and r["separate_grad_ms"] > 0
     assert isinstance(r["grouped_grad_ms"], (float, str))
+
+
+def test_combine_variants_agree():
+  """bench.combine's three combiners compute the same mixed weights (eq. 10b)."""
+  from bench import combine
+  K = 3
+  A = topology.metropolis(topology.make_graph("ring", K))
+  results = {}
+  for key in ("per_variable", "flat", "sparse"):
+    nets = _agents(K)[1]
+    variables = [models.combined_variables(m) for m in nets]
+    before = np.stack([np.concatenate([np.ravel(v.numpy()) for v in vs]) for vs in variables])
+    combine.combiners(A, variables)[key]()
+    after = np.stack([np.concatenate([np.ravel(v.numpy()) for v in vs]) for vs in variables])
+    np.testing.assert_allclose(after, A.T @ before, rtol=1e-5, atol=1e-6)
+    results[key] = after
+  np.testing.assert_allclose(results["flat"], results["sparse"], rtol=1e-5, atol=1e-6)
