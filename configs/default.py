@@ -45,6 +45,8 @@ def get_config():
   # plain SGD diverged within 25-52 iterations for some seeds of the main job (D's weights blow
   # up); a norm of 5 kept every seed tried stable without slowing the early rounds.
   config.train.clip_norm = 5.0
+  config.train.init_from = ""           # warm start: a workdir (its latest checkpoint) or a checkpoint
+  #                                       prefix with the same K and widths; weights only, fresh runs only
   config.train.loss = "nonsaturating"   # minimax (eq. 3) | nonsaturating
   config.train.strategy = "default"     # default (one replica holds all agents) | mirrored
   config.train.replicas = 1             # mirrored: R replicas (GPUs, else logical CPUs), K/R agents each

@@ -35,6 +35,12 @@ def get_config():
   c.theorem1.iterations = 80
   c.theorem1.dataset = "mnist"
   c.theorem1.log_every = 5
+  # The same sweep from one common trained state: a warm-up run (complete graph, mu = 0.05) whose
+  # weights every cell starts from, so that mu and the graph are the only differences (from
+  # scratch, a larger mu also means a GAN further along in training). 0 turns it off.
+  c.theorem1.warmup_iterations = 100
+  c.theorem1.warm_iterations = 40
+  c.theorem1.warm_log_every = 2
 
   c.quick = ml_collections.ConfigDict()  # what --quick overrides (the tests run this)
   c.quick.datasets = ["mnist"]
@@ -51,4 +57,5 @@ def get_config():
   c.quick.theorem1_graphs = ["ring", "complete"]
   c.quick.theorem1_num_agents = 3
   c.quick.theorem1_iterations = 2
+  c.quick.theorem1_warmup_iterations = 1
   return c

@@ -32,14 +32,18 @@ def test_quick_grid(tmp_path):
   assert results["summary"]["final"]["mnist/iid/noncooperative"]["parameters_sent_per_iteration"] == 0
   assert results["summary"]["final"]["mnist/iid/diffusion"]["parameters_sent_per_iteration"] > 0
   assert set(results["summary"]["theorem1"]) == {"ring", "complete"}
+  assert set(results["summary"]["theorem1_warm"]) == {"ring", "complete"}
+  warm = [v for k, v in runs.items() if k.startswith("theorem1_warm/")]
+  assert len(warm) == 4 and all(v["disagreement_curve"] for v in warm)
   for name in results["figures"]:
     assert os.path.getsize(os.path.join(out, name)) > 1000
   assert {"fig3_mnist.png", "fig45_mnist.png", "fig6_mnist.png", "theorem1.png",
-          "communication.png"} <= set(results["figures"])
+          "theorem1_warm.png", "communication.png"} <= set(results["figures"])
   table = open(os.path.join(out, "results.md")).read()
   assert "| mnist/iid/diffusion | 2 |" in table and "| ring |" in table
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
-  assert again.returncode == 0 and again.stdout.count("complete, skipped") == len(runs)
+  # every cell is skipped: the runs in results.json and the warm-up they start from
+  assert again.returncode == 0 and again.stdout.count("complete, skipped") == len(runs) + 1
 
 
 def _run(group, mode, dataset="mnist", fid=10.0, hists=None, graph="paper5", mu=0.05, lam=0.5,

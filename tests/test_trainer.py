@@ -84,6 +84,27 @@ def test_resume_with_incompatible_config_is_refused(tmp_path, idx_dir):
     trainer.Trainer(tiny_config(idx_dir, **{"model.width": 0.25}), workdir)
 
 
+def test_warm_start_loads_weights_not_state(tmp_path, idx_dir):
+  """train.init_from: a fresh run starts from another run's weights (Theorem 1 sweeps), with its
+  own iteration count; a wrong path or a different width is refused with the fix named."""
+  source = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), str(tmp_path / "src"))
+  source.run()
+  warm = trainer.Trainer(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
+                                                 "topology.graph": "complete"}),
+                         str(tmp_path / "warm"))
+  assert int(warm.iteration.numpy()) == 0
+  for a, b in zip(_weights(source), _weights(warm)):
+    np.testing.assert_array_equal(a, b)
+  cold = trainer.Trainer(tiny_config(idx_dir), str(tmp_path / "cold"))
+  assert not np.allclose(_weights(cold)[0], _weights(source)[0])
+  with pytest.raises(ConfigError, match="neither a workdir nor a checkpoint prefix"):
+    trainer.Trainer(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "nope")}),
+                    str(tmp_path / "x"))
+  with pytest.raises(ConfigError, match="same num_agents, model.width"):
+    trainer.Trainer(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
+                                            "model.width": 0.25}), str(tmp_path / "y"))
+
+
 def test_modes_build_the_right_network(tmp_path, idx_dir):
   t = trainer.Trainer(tiny_config(idx_dir, **{"train.mode": "centralized"}), str(tmp_path / "c"))
   assert t.K == 1 and t.batch_size == 16 and len(t.shards[0]) == 200

@@ -62,6 +62,10 @@ def validate(config):
         config.num_agents % config.train.replicas:
       raise ConfigError(f"train.replicas={config.train.replicas!r} must be a positive divisor of "
                         f"num_agents={config.num_agents}: each replica owns K/R agents.")
+  if config.train.init_from and not (os.path.isdir(config.train.init_from) or
+                                     os.path.exists(config.train.init_from + ".index")):
+    raise ConfigError(f"train.init_from={config.train.init_from!r} is neither a workdir nor a "
+                      "checkpoint prefix (PATH.index missing); point it at a finished run's workdir.")
   if config.data.partition == "classes" and len(config.data.classes) != config.num_agents:
     raise ConfigError(f"data.classes lists {len(config.data.classes)} agents but num_agents="
                       f"{config.num_agents}; give one list of classes per agent.")

@@ -16,6 +16,7 @@ from tfdiffgan import data as data_lib
 from tfdiffgan import topology
 
 
+THEOREM1_GROUPS = ("theorem1", "theorem1_warm")  # from scratch; from one common trained state
 BASELINES = ("fusion", "gossip")  # the works the paper cites, beside its own three modes
 
 
@@ -35,12 +36,15 @@ def _apply_quick(grid):
     grid[key] = q[key]
   grid.theorem1.mus, grid.theorem1.graphs = q.theorem1_mus, q.theorem1_graphs
   grid.theorem1.num_agents, grid.theorem1.iterations = q.theorem1_num_agents, q.theorem1_iterations
-  grid.theorem1.log_every = 1
+  grid.theorem1.log_every = grid.theorem1.warm_log_every = 1
+  grid.theorem1.warmup_iterations = q.theorem1_warmup_iterations
+  grid.theorem1.warm_iterations = q.theorem1_iterations
   return grid
 
 
-def cells(grid):
-  """(name, group, training config) for every run of the grid."""
+def cells(grid, results_dir=""):
+  """(name, group, training config) for every run of the grid (warm starts read from
+  RESULTS_DIR/runs/, hence the argument)."""
   out = []
 
   def base(dataset, seed, K):
@@ -80,10 +84,32 @@ def cells(grid):
         c.eval.eval_every, c.eval.final_samples = 0, 0
         out.append((f"theorem1/{graph}/mu{mu}", "theorem1", c))
 
+  def theorem1_warm():
+    t = grid.theorem1
+    if not t.warmup_iterations:
+      return
+    c = base(t.dataset, grid.seeds[0], t.num_agents)
+    c.topology.graph, c.data.partition = "complete", "iid"
+    c.train.iterations = c.train.checkpoint_every = c.train.sample_every = t.warmup_iterations
+    c.train.log_every = t.warm_log_every
+    c.eval.eval_every, c.eval.final_samples = 0, 0
+    warmup = "theorem1_warm/warmup"
+    out.append((warmup, "warmup", c))
+    for graph in t.graphs:
+      for mu in t.mus:
+        c = base(t.dataset, grid.seeds[0], t.num_agents)
+        c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
+        c.train.init_from = os.path.join(results_dir, "runs", warmup)
+        c.train.iterations = c.train.checkpoint_every = c.train.sample_every = t.warm_iterations
+        c.train.log_every = t.warm_log_every
+        c.eval.eval_every, c.eval.final_samples = 0, 0
+        out.append((f"theorem1_warm/{graph}/mu{mu}", "theorem1_warm", c))
+
   # Seed-major order, Theorem 1 after the first seed: a grid stopped part-way already has one
   # seed of every cell and the Theorem 1 sweep.
   homogeneous_and_noniid(grid.seeds[0])
   theorem1()
+  theorem1_warm()
   for seed in grid.seeds[1:]:
     homogeneous_and_noniid(seed)
   return out
@@ -104,17 +130,21 @@ def _read_jsonl(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def run_grid(grid, results_dir, quick=False, log=print):
-  """Trains every incomplete cell, then writes results.json and the figures."""
+def run_grid(grid, results_dir, quick=False, only=(), log=print):
+  """Trains every incomplete cell (those whose names start with a prefix in ``only``, if given),
+  then writes results.json and the figures from every complete cell."""
   from tfdiffgan import trainer  # pylint: disable=g-import-not-at-top
   if quick:
     grid = _apply_quick(grid)
-  todo = cells(grid)
+  todo = cells(grid, results_dir)
   timings = {}
   for i, (name, group, config) in enumerate(todo):
     workdir = os.path.join(results_dir, "runs", name)
     if _complete(workdir, config.train.iterations):
       log(f"[reproduce] {i + 1}/{len(todo)} {name}: complete, skipped")
+      continue
+    if only and not any(name.startswith(prefix) for prefix in only):
+      log(f"[reproduce] {i + 1}/{len(todo)} {name}: not in --only, left for another invocation")
       continue
     log(f"[reproduce] {i + 1}/{len(todo)} {name}")
     t0 = time.time()
@@ -139,6 +169,8 @@ def collect(todo, results_dir):
   runs = {}
   for name, group, config in todo:
     workdir = os.path.join(results_dir, "runs", name)
+    if group == "warmup" or not _complete(workdir, config.train.iterations):
+      continue  # not run yet (a partial grid): left out of results, figures and claims
     with open(os.path.join(workdir, "run.json")) as f:
       record = json.load(f)
     final_path = os.path.join(workdir, "metrics.json")
@@ -168,11 +200,11 @@ def summarize(runs):
   """Per (dataset, partition, mode): final FID/KID/coverage mean over seeds; Theorem 1 fits."""
   table = {}
   for r in runs.values():
-    if r["group"] == "theorem1" or r["final"] is None:
+    if r["group"] in THEOREM1_GROUPS or r["final"] is None:
       continue
     key = f"{r['dataset']}/{r['partition']}/{r['mode']}"
     table.setdefault(key, []).append(r)
-  summary = {"final": {}, "theorem1": {}}
+  summary = {"final": {}, **{g: {} for g in THEOREM1_GROUPS}}
   for key, rs in sorted(table.items()):
     net = [r["final"]["network"] for r in rs]
     agent0 = [r["final"]["agents"][0] for r in rs]
@@ -187,9 +219,17 @@ def summarize(runs):
         "parameters_sent_per_iteration": rs[0]["parameters_sent_per_iteration"],
         "train_seconds_mean": float(np.mean([r["train_seconds"] for r in rs])),
     }
-  by_graph = {}
-  for r in runs.values():
-    if r["group"] != "theorem1" or not r["disagreement_curve"]:
+  for group in THEOREM1_GROUPS:
+    summary[group] = _theorem1_fits([r for r in runs.values() if r["group"] == group])
+  return summary
+
+
+def _theorem1_fits(runs):
+  """Per graph: steady disagreement of D (mean of the second half of its curve) for each mu, and
+  the least-squares slope of log disagreement against log mu (Theorem 1 predicts 2)."""
+  by_graph, fits = {}, {}
+  for r in runs:
+    if not r["disagreement_curve"]:
       continue
     curve = np.array([d for _, d in r["disagreement_curve"]], np.float64)
     steady = float(np.mean(curve[len(curve) // 2:]))  # after the transient
@@ -203,10 +243,10 @@ def summarize(runs):
     ok = dis > 0
     slope = (float(np.polyfit(np.log(mus[ok]), np.log(dis[ok]), 1)[0])
              if ok.sum() >= 2 and lam > 1e-6 else None)
-    summary["theorem1"][graph] = {
+    fits[graph] = {
         "mu": mus.tolist(), "disagreement": dis.tolist(), "lambda_2": lam,
         "lambda_factor": lam ** 2 / (1 - lam) ** 2 if lam < 1 else None, "slope": slope}
-  return summary
+  return fits
 
 
 def claims(runs, summary):
@@ -214,7 +254,7 @@ def claims(runs, summary):
   the figures and a verdict; a claim without the runs it needs is None, not False."""
   fin, out = summary["final"], {}
   per_dataset = {}
-  for ds in sorted({r["dataset"] for r in runs.values() if r["group"] != "theorem1"}):
+  for ds in sorted({r["dataset"] for r in runs.values() if r["group"] not in THEOREM1_GROUPS}):
     c = {}
     cen, dif = fin.get(f"{ds}/iid/centralized"), fin.get(f"{ds}/iid/diffusion")
     non = fin.get(f"{ds}/iid/noncooperative")
@@ -243,15 +283,17 @@ def claims(runs, summary):
           "holds": bool(min_share >= 0.05 and min(own) >= 0.90)}
     per_dataset[ds] = c
   out["per_dataset"] = per_dataset
-  th = summary["theorem1"]
-  if th:
+  for group in THEOREM1_GROUPS:
+    th = summary.get(group)
+    if not th:
+      continue
     slopes = {g: v["slope"] for g, v in th.items() if v["lambda_2"] > 1e-6}
     # grows with lambda_2: at every mu, order of disagreement across graphs follows lambda_2
     graphs = sorted(th, key=lambda g: th[g]["lambda_2"])
     monotone = [all(th[a]["disagreement"][i] <= th[b]["disagreement"][i]
                     for a, b in zip(graphs, graphs[1:]))
                 for i in range(len(th[graphs[0]]["mu"]))]
-    out["theorem1"] = {
+    out[group] = {
         "slopes": slopes, "graphs_by_lambda_2": graphs,
         "monotone_in_lambda_2_at_each_mu": monotone,
         "holds": bool(all(s is not None and abs(s - 2) <= 0.5 for s in slopes.values())
@@ -270,11 +312,14 @@ def markdown(results):
     lines.append(f"| {key} | {v['seeds']} | {v['fid_mean']:.2f} | {v['fid_seed_std']:.2f} | "
                  f"{100 * v['kid_mean']:.2f} | {v['coverage_mean']:.1f} ({v['coverage_min']:.0f}) | "
                  f"{v['parameters_sent_per_iteration']:,} | {v['train_seconds_mean']:.0f} |")
-  th = results["summary"]["theorem1"]
-  if th:
-    lines += ["", "| graph | lambda_2 | lambda_2^2/(1-lambda_2)^2 | " +
-              " | ".join(f"D disagreement, mu={m}" for m in next(iter(th.values()))["mu"]) +
-              " | slope in log mu |", "|---" * (4 + len(next(iter(th.values()))["mu"])) + "|"]
+  for group in THEOREM1_GROUPS:
+    th = results["summary"].get(group)
+    if not th:
+      continue
+    mus = next(iter(th.values()))["mu"]
+    lines += ["", f"{group}:", "", "| graph | lambda_2 | lambda_2^2/(1-lambda_2)^2 | " +
+              " | ".join(f"D disagreement, mu={m}" for m in mus) + " | slope in log mu |",
+              "|---" * (4 + len(mus)) + "|"]
     for g, v in th.items():
       lam = "inf" if v["lambda_factor"] is None else f"{v['lambda_factor']:.2f}"
       lines.append(f"| {g} | {v['lambda_2']:.3f} | {lam} | " +
@@ -302,7 +347,7 @@ def figures(results, results_dir):
     plt.close(fig)
     paths.append(name)
 
-  datasets = sorted({r["dataset"] for r in runs.values() if r["group"] != "theorem1"})
+  datasets = sorted({r["dataset"] for r in runs.values() if r["group"] not in THEOREM1_GROUPS})
   for ds in datasets:
     # Fig. 3: FID against iterations, mean over agents (line) and agent spread (band)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -356,22 +401,29 @@ def figures(results, results_dir):
     ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)", ylabel="final FID",
            title="quality against communication")
     save(fig, "communication.png")
-  # Theorem 1
-  th = results["summary"]["theorem1"]
-  if th:
+  # Theorem 1, from scratch and from the common warm start
+  for group in THEOREM1_GROUPS:
+    th = results["summary"].get(group)
+    if not th:
+      continue
+    start = "from scratch" if group == "theorem1" else "from one trained state"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for graph, v in th.items():
+      slope = float("nan") if v["slope"] is None else v["slope"]
       a1.loglog(v["mu"], v["disagreement"], "o-",
-                label=f"{graph} (lambda_2={v['lambda_2']:.2f}, slope {v['slope'] or float('nan'):.2f})")
+                label=f"{graph} (lambda_2={v['lambda_2']:.2f}, slope {slope:.2f})")
+    mus = np.array(next(iter(th.values()))["mu"])
+    ref = max(v["disagreement"][-1] for v in th.values())
+    a1.loglog(mus, ref * (mus / mus[-1]) ** 2, "k:", lw=0.8, label="slope 2")
     a1.set(xlabel="mu", ylabel="disagreement of D after the transient",
-           title="Theorem 1: disagreement vs mu (predicted slope 2)")
+           title=f"Theorem 1 ({start}): vs mu")
     a1.legend(fontsize=7)
-    for i, mu in enumerate(next(iter(th.values()))["mu"]):
-      xs = [v["lambda_factor"] for v in th.values() if v["lambda_factor"] is not None]
-      ys = [v["disagreement"][i] for v in th.values() if v["lambda_factor"] is not None]
-      a2.plot(xs, ys, "o", label=f"mu={mu}")
+    for i, mu in enumerate(mus):
+      pts = [(v["lambda_factor"], v["disagreement"][i]) for v in th.values()
+             if v["lambda_factor"] is not None and v["lambda_2"] > 1e-6]
+      a2.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=f"mu={mu}")
     a2.set(xlabel="lambda_2^2 / (1 - lambda_2)^2", ylabel="disagreement", yscale="log",
-           title="disagreement vs the graph factor")
+           title="vs the graph factor (complete graph: 0)")
     a2.legend(fontsize=7)
-    save(fig, "theorem1.png")
+    save(fig, f"{group}.png")
   return paths

@@ -124,6 +124,8 @@ class Trainer:
       self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
       log("resumed %s at iteration %d", self.manager.latest_checkpoint,
           int(self.iteration.numpy()))
+    elif config.train.init_from:
+      self.warm_start(config.train.init_from)
     # Written only once the run has built: a bad config must not leave a config.json behind
     # that would then refuse the corrected one as an incompatible resume.
     config_lib.write(workdir, config)
@@ -135,6 +137,26 @@ class Trainer:
                                      np.float64)  # one message = one agent's D or G weights
     self.fixed_noise = np.random.default_rng(config.seed).normal(
         size=(100, config.model.latent_dim)).astype(np.float32)
+
+  def warm_start(self, source):
+    """Loads every agent's G and D weights (BatchNorm statistics included) from another run's
+    checkpoint; optimizer state, noise streams and the iteration count start afresh. Lets a
+    sweep start all its runs from one trained state (the Theorem 1 check)."""
+    path = source
+    if os.path.isdir(source):
+      path = tf.train.latest_checkpoint(os.path.join(source, "checkpoints"))
+      if path is None:
+        raise config_lib.ConfigError(f"train.init_from={source!r} holds no checkpoint under "
+                                     "checkpoints/; train that run first.")
+    weights = tf.train.Checkpoint(generators=self.step.generators,
+                                  discriminators=self.step.discriminators)
+    try:
+      weights.read(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      raise config_lib.ConfigError(
+          f"train.init_from={source!r} does not fit this run ({str(e).splitlines()[0][:200]}); "
+          "it needs the same num_agents, model.width and model.latent_dim.") from e
+    log("warm start: weights of %d agents from %s", self.K, path)
 
   # --------------------------------------------------------------------------------- outputs
 
