@@ -180,6 +180,7 @@ def collect(todo, results_dir):
         "partition": config.data.partition, "seed": config.seed,
         "graph": config.topology.graph, "mu": config.train.learning_rate,
         "lambda_2": record["lambda_2"], "train_seconds": record["train_seconds"],
+        "spectral_factor": spectral_factor(record["combination_matrix"]),
         "parameters_sent_per_iteration": record["parameters_sent_per_iteration"],
         "fid_curve": [(m["iteration"], m["network"]["fid_mean"], m["network"]["fid_min"],
                        m["network"]["fid_max"])
@@ -224,6 +225,18 @@ def summarize(runs):
   return summary
 
 
+def spectral_factor(A):
+  """sum_{j>=2} lambda_j^2 / (1 - lambda_j^2) over the eigenvalues of a symmetric A other than
+  the Perron 1: the stationary disagreement of diffusion driven by i.i.d. gradient noise, per
+  unit of mu^2 sigma^2. Theorem 1 bounds it through lambda_2 alone (lambda_2^2 / (1 - lambda_2)^2),
+  so two graphs with different lambda_2 can still disagree alike."""
+  A = np.asarray(A, np.float64)
+  if A.shape[0] < 2 or not np.allclose(A, A.T):
+    return None
+  lam = np.sort(np.abs(np.linalg.eigvalsh(A)))[::-1][1:]
+  return float(np.sum(lam ** 2 / np.maximum(1 - lam ** 2, 1e-12)))
+
+
 def _theorem1_fits(runs):
   """Per graph: steady disagreement of D (mean of the second half of its curve) for each mu, and
   the least-squares slope of log disagreement against log mu (Theorem 1 predicts 2)."""
@@ -233,7 +246,8 @@ def _theorem1_fits(runs):
       continue
     curve = np.array([d for _, d in r["disagreement_curve"]], np.float64)
     steady = float(np.mean(curve[len(curve) // 2:]))  # after the transient
-    by_graph.setdefault(r["graph"], []).append((r["mu"], steady, r["lambda_2"]))
+    by_graph.setdefault(r["graph"], []).append((r["mu"], steady, r["lambda_2"],
+                                                 r.get("spectral_factor")))
   for graph, pts in sorted(by_graph.items()):
     pts.sort()
     mus, dis = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
@@ -245,7 +259,8 @@ def _theorem1_fits(runs):
              if ok.sum() >= 2 and lam > 1e-6 else None)
     fits[graph] = {
         "mu": mus.tolist(), "disagreement": dis.tolist(), "lambda_2": lam,
-        "lambda_factor": lam ** 2 / (1 - lam) ** 2 if lam < 1 else None, "slope": slope}
+        "lambda_factor": lam ** 2 / (1 - lam) ** 2 if lam < 1 else None,
+        "spectral_factor": pts[0][3], "slope": slope}
   return fits
 
 
@@ -305,24 +320,26 @@ def markdown(results):
   """The table of final metrics per mode, the wall times and the Theorem 1 fits, as Markdown
   (docs/RESULTS.md quotes it)."""
   fin, runs = results["summary"]["final"], results["runs"]
-  lines = ["| dataset / shards / mode | seeds | FID (mean over agents) | +- over seeds | KID x100 "
+  lines = ["| dataset / shards / mode | seeds | FID (mean over agents) | +- over seeds | KID "
            "| coverage mean (min) | parameters sent / iteration | train s / run |",
            "|---|---|---|---|---|---|---|---|"]
   for key, v in fin.items():
     lines.append(f"| {key} | {v['seeds']} | {v['fid_mean']:.2f} | {v['fid_seed_std']:.2f} | "
-                 f"{100 * v['kid_mean']:.2f} | {v['coverage_mean']:.1f} ({v['coverage_min']:.0f}) | "
-                 f"{v['parameters_sent_per_iteration']:,} | {v['train_seconds_mean']:.0f} |")
+                 f"{v['kid_mean']:.2f} | {v['coverage_mean']:.1f} ({v['coverage_min']:.0f}) | "
+                 f"{int(v['parameters_sent_per_iteration']):,} | {v['train_seconds_mean']:.0f} |")
   for group in THEOREM1_GROUPS:
     th = results["summary"].get(group)
     if not th:
       continue
     mus = next(iter(th.values()))["mu"]
-    lines += ["", f"{group}:", "", "| graph | lambda_2 | lambda_2^2/(1-lambda_2)^2 | " +
+    lines += ["", f"{group}:", "", "| graph | lambda_2 | lambda_2^2/(1-lambda_2)^2 | "
+              "sum_j lambda_j^2/(1-lambda_j^2) | " +
               " | ".join(f"D disagreement, mu={m}" for m in mus) + " | slope in log mu |",
-              "|---" * (4 + len(mus)) + "|"]
+              "|---" * (5 + len(mus)) + "|"]
     for g, v in th.items():
       lam = "inf" if v["lambda_factor"] is None else f"{v['lambda_factor']:.2f}"
-      lines.append(f"| {g} | {v['lambda_2']:.3f} | {lam} | " +
+      spec = "-" if v.get("spectral_factor") is None else f"{v['spectral_factor']:.3f}"
+      lines.append(f"| {g} | {v['lambda_2']:.3f} | {lam} | {spec} | " +
                    " | ".join(f"{d:.3g}" for d in v["disagreement"]) +
                    f" | {v['slope'] if v['slope'] is None else round(v['slope'], 2)} |")
   groups = {}
