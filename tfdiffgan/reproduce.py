@@ -353,6 +353,7 @@ def markdown(results):
 def figures(results, results_dir):
   """Figs. 3-6 and the Theorem 1 plots as PNGs; returns their paths (relative)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -434,6 +435,8 @@ def figures(results, results_dir):
     a1.loglog(mus, ref * (mus / mus[-1]) ** 2, "k:", lw=0.8, label="slope 2")
     a1.set(xlabel="mu", ylabel="disagreement of D after the transient",
            title=f"Theorem 1 ({start}): vs mu")
+    a1.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    a1.set_xticks(mus, [str(m) for m in mus])
     a1.legend(fontsize=7)
     for i, mu in enumerate(mus):
       pts = [(v["lambda_factor"], v["disagreement"][i]) for v in th.values()
