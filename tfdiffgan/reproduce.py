@@ -400,7 +400,8 @@ def figures(results, results_dir):
       fig, axes = plt.subplots(2, len(noniid), figsize=(3.6 * len(noniid), 6.4), squeeze=False)
       for j, r in enumerate(sorted(noniid, key=lambda r: r["mode"])):
         axes[0, j].imshow(plt.imread(os.path.join(results_dir, r["samples"])), cmap="gray")
-        axes[0, j].set_title(f"{r['mode']}: agent 0 saw {{0, 1}}")
+        own = "{T-shirt, trouser}" if ds == "fashion_mnist" else "{0, 1}"
+        axes[0, j].set_title(f"{r['mode']}: agent 0 saw {own}")
         axes[0, j].axis("off")
         if r["final"]:
           axes[1, j].bar(range(10), r["final"]["agents"][0]["class_histogram"])
