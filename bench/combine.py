@@ -17,9 +17,6 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
-flags.DEFINE_list("K", ["5", "20"], "Numbers of agents (paper5 graph for 5, else a ring).")
-flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
-flags.DEFINE_integer("calls", 20, "Timed calls (median).")
 FLAGS = flags.FLAGS
 
 
@@ -85,5 +82,8 @@ def main(argv):
               f" {ms['flat']:8.2f} {ms['sparse']:8.2f}", flush=True)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only when run: the bench modules are also imported by tests
+  flags.DEFINE_list("K", ["5", "20"], "Numbers of agents (paper5 graph for 5, else a ring).")
+  flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
+  flags.DEFINE_integer("calls", 20, "Timed calls (median).")
   app.run(main)

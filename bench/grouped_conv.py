@@ -16,9 +16,6 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
-flags.DEFINE_integer("K", 5, "Agents.")
-flags.DEFINE_integer("batch", 64, "Batch per agent.")
-flags.DEFINE_integer("calls", 30, "Timed calls (median).")
 FLAGS = flags.FLAGS
 
 LAYERS = ((28, 1, 16), (14, 16, 32), (7, 32, 64))  # (size, in, out): D's convolutions, width 0.25
@@ -80,5 +77,8 @@ def main(argv):
           f" {fmt(r['separate_grad_ms'])} {fmt(r['grouped_grad_ms'])}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only when run: the bench modules are also imported by tests
+  flags.DEFINE_integer("K", 5, "Agents.")
+  flags.DEFINE_integer("batch", 64, "Batch per agent.")
+  flags.DEFINE_integer("calls", 30, "Timed calls (median).")
   app.run(main)
