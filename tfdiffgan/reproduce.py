@@ -73,36 +73,35 @@ def cells(grid, results_dir=""):
         c.train.mode, c.data.partition = mode, "classes"
         out.append((f"{dataset}/classes/{mode}/seed{seed}", "noniid", c))
 
+  def sweep_cell(graph, mu, iterations, log_every):
+    """One Theorem 1 run: K fixed, homogeneous MNIST, no FID passes (only the disagreement)."""
+    t = grid.theorem1
+    c = base(t.dataset, grid.seeds[0], t.num_agents)
+    c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
+    c.train.iterations = c.train.checkpoint_every = c.train.sample_every = iterations
+    c.train.log_every = log_every
+    c.eval.eval_every, c.eval.final_samples = 0, 0
+    return c
+
   def theorem1():
     t = grid.theorem1
     for graph in t.graphs:
       for mu in t.mus:
-        c = base(t.dataset, grid.seeds[0], t.num_agents)
-        c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
-        c.train.iterations, c.train.log_every = t.iterations, t.log_every
-        c.train.checkpoint_every = c.train.sample_every = t.iterations
-        c.eval.eval_every, c.eval.final_samples = 0, 0
-        out.append((f"theorem1/{graph}/mu{mu}", "theorem1", c))
+        out.append((f"theorem1/{graph}/mu{mu}", "theorem1",
+                    sweep_cell(graph, mu, t.iterations, t.log_every)))
 
   def theorem1_warm():
     t = grid.theorem1
     if not t.warmup_iterations:
       return
-    c = base(t.dataset, grid.seeds[0], t.num_agents)
-    c.topology.graph, c.data.partition = "complete", "iid"
-    c.train.iterations = c.train.checkpoint_every = c.train.sample_every = t.warmup_iterations
-    c.train.log_every = t.warm_log_every
-    c.eval.eval_every, c.eval.final_samples = 0, 0
-    warmup = "theorem1_warm/warmup"
-    out.append((warmup, "warmup", c))
+    warmup = "theorem1_warm/warmup"  # complete graph: every agent leaves it with the same weights
+    out.append((warmup, "warmup", sweep_cell("complete", default_config.get_config().train
+                                             .learning_rate, t.warmup_iterations,
+                                             t.warm_log_every)))
     for graph in t.graphs:
       for mu in t.mus:
-        c = base(t.dataset, grid.seeds[0], t.num_agents)
-        c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
+        c = sweep_cell(graph, mu, t.warm_iterations, t.warm_log_every)
         c.train.init_from = os.path.join(results_dir, "runs", warmup)
-        c.train.iterations = c.train.checkpoint_every = c.train.sample_every = t.warm_iterations
-        c.train.log_every = t.warm_log_every
-        c.eval.eval_every, c.eval.final_samples = 0, 0
         out.append((f"theorem1_warm/{graph}/mu{mu}", "theorem1_warm", c))
 
   # Seed-major order, Theorem 1 after the first seed: a grid stopped part-way already has one
