@@ -9,7 +9,12 @@ Variants, timed interleaved in one process per (K, width) so they share the mach
   floor       the same step with A = I (adapt only: the combine is skipped)
   naive       per-agent tf.functions called from a Python loop, combine in numpy (bench/naive.py)
   centralized one GAN, batch K x B (what the centralized mode runs)
-Also the input pipeline alone, trace time (first call) and the process's peak RSS.
+Also the input pipeline alone, trace time (first call), cores in use and the process's peak RSS.
+
+Ratios are paired: each rotation times every variant once, the ratio is taken within the rotation
+and the median over rotations reported, so a slow minute of the machine (spreads between calls
+are 10-25% here) falls on both sides of a ratio instead of on one. After the sweep the targets of
+the issue are checked against the rows (overhead, speed-up over naive, linearity and trace in K).
 """
 
 import json
@@ -27,13 +32,15 @@ import numpy as np
 
 flags.DEFINE_list("K", ["2", "5", "10", "20"], "Numbers of agents.")
 flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
-flags.DEFINE_integer("iters", 10, "Timed iterations per variant (after 2 warm-up calls).")
-flags.DEFINE_integer("iters_wide", 3, "Timed iterations per variant at widths >= 0.5 (seconds per "
+flags.DEFINE_integer("iters", 20, "Timed iterations per variant (after 2 warm-up calls).")
+flags.DEFINE_integer("iters_wide", 5, "Timed iterations per variant at widths >= 0.5 (seconds per "
                      "call there: fewer calls keep a full sweep near half an hour).")
 flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
 flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
 flags.DEFINE_list("variants", ["step", "floor", "naive", "centralized"], "Variants to time.")
 flags.DEFINE_string("out", "bench/results.json", "JSON output.")
+flags.DEFINE_bool("onednn", True, "TF_ENABLE_ONEDNN_OPTS for the timed processes (tfdiffgan "
+                  "turns it on; false measures TensorFlow's default on CPUs it does not enable).")
 flags.DEFINE_bool("child", False, "Internal: run one (K, width) cell and print its JSON.")
 FLAGS = flags.FLAGS
 
@@ -78,37 +85,46 @@ def _cell(K, width, iters, batch, n_d, variants):
     np.asarray(out["d_loss"])
     trace[kind] = time.perf_counter() - t0
     steps[kind](x)  # second warm-up
-  times = {k: [] for k in variants}
+  times, cpu = {k: [] for k in variants}, {k: [] for k in variants}
   for i in range(iters):  # interleaved, the order rotated so no variant always follows another
     for kind in variants[i % len(variants):] + variants[:i % len(variants)]:
       x = inputs["centralized" if kind == "centralized" else "network"][0]
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       out = steps[kind](x)
       np.asarray(out["d_loss"])
       times[kind].append(time.perf_counter() - t0)
+      cpu[kind].append(time.process_time() - c0)
   it = iter(data.network_pipeline(shards, batch, n_d, seed=1))
   next(it)
   t0 = time.perf_counter()
   for _ in range(20):
     next(it)
   pipeline_ms = (time.perf_counter() - t0) / 20 * 1000
-  row = {"K": K, "width": width, "pipeline_ms": pipeline_ms,
+  row = {"K": K, "width": width, "pipeline_ms": pipeline_ms, "iters": iters,
+         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   images = K * batch * (n_d + 1)  # real + generated images an iteration processes per D/G round
   for kind in variants:
     ms = np.array(times[kind]) * 1000
     row[kind] = {"median_ms": float(np.median(ms)), "iqr_ms": float(np.subtract(*np.percentile(ms, [75, 25]))),
-                 "trace_s": trace[kind], "agent_images_per_s": images / (np.median(ms) / 1000)}
+                 "trace_s": trace[kind], "agent_images_per_s": images / (np.median(ms) / 1000),
+                 "cores": float(np.sum(cpu[kind]) / np.sum(times[kind]))}
+  paired = lambda a, b: np.array(times[a]) / np.array(times[b])  # same rotation, both sides
   if "step" in row and "floor" in row:
-    row["combine_overhead_pct"] = 100 * (row["step"]["median_ms"] / row["floor"]["median_ms"] - 1)
+    r = paired("step", "floor")
+    row["combine_overhead_pct"] = float(100 * (np.median(r) - 1))
+    row["combine_overhead_iqr_pct"] = float(100 * np.subtract(*np.percentile(r, [75, 25])))
   if "step" in row and "naive" in row:
-    row["speedup_vs_naive"] = row["naive"]["median_ms"] / row["step"]["median_ms"]
+    r = paired("naive", "step")
+    row["speedup_vs_naive"] = float(np.median(r))
+    row["speedup_vs_naive_iqr"] = float(np.subtract(*np.percentile(r, [75, 25])))
   return row
 
 
 def _table(rows):
   head = (f"{'K':>3} {'width':>5} | {'step ms':>8} {'iqr':>5} {'floor':>8} {'naive':>8} {'central':>8}"
-          f" | {'comb %':>6} {'x naive':>7} | {'trace s':>7} {'img/s':>7} {'pipe ms':>7} {'RSS MB':>6}")
+          f" | {'comb %':>6} {'x naive':>7} | {'trace s':>7} {'img/s':>7} {'cores':>5} {'pipe ms':>7}"
+          f" {'RSS MB':>6}")
   lines = [head, "-" * len(head)]
   for r in rows:
     g = lambda k, f="median_ms": r.get(k, {}).get(f, float("nan"))
@@ -116,13 +132,53 @@ def _table(rows):
         f"{r['K']:>3} {r['width']:>5} | {g('step'):8.1f} {g('step', 'iqr_ms'):5.1f} {g('floor'):8.1f}"
         f" {g('naive'):8.1f} {g('centralized'):8.1f} | {r.get('combine_overhead_pct', float('nan')):6.1f}"
         f" {r.get('speedup_vs_naive', float('nan')):7.2f} | {g('step', 'trace_s'):7.1f}"
-        f" {g('step', 'agent_images_per_s'):7.0f} {r['pipeline_ms']:7.2f} {r['peak_rss_mb']:6.0f}")
+        f" {g('step', 'agent_images_per_s'):7.0f} {g('step', 'cores'):5.2f} {r['pipeline_ms']:7.2f}"
+        f" {r['peak_rss_mb']:6.0f}")
   return "\n".join(lines)
+
+
+def targets(rows):
+  """The issue's targets checked against the rows: [(target, measured, met)]. Linearity is the
+  largest deviation from a least-squares line of ms in K; trace time per agent may not rise by
+  more than 10% from the smallest K to the largest."""
+  out = []
+  for width in sorted({r["width"] for r in rows}):
+    rs = sorted((r for r in rows if r["width"] == width and "step" in r), key=lambda r: r["K"])
+    k5 = [r for r in rs if r["K"] == 5 and "combine_overhead_pct" in r]
+    if k5:
+      v = k5[0]["combine_overhead_pct"]
+      out.append((f"w{width}: combine overhead <= 2% of the floor at K=5", f"{v:+.1f}%", v <= 2))
+    sp = [r for r in rs if "speedup_vs_naive" in r]
+    if sp:
+      need = 1.5 if width < 0.5 else 1.1
+      low = min(sp, key=lambda r: r["speedup_vs_naive"])
+      out.append((f"w{width}: >= {need}x the naive reference (every K)",
+                  ", ".join(f"K={r['K']} {r['speedup_vs_naive']:.2f}x" for r in sp),
+                  low["speedup_vs_naive"] >= need))
+    if len(rs) >= 3:
+      K = np.array([r["K"] for r in rs], float)
+      ms = np.array([r["step"]["median_ms"] for r in rs])
+      slope, icpt = np.polyfit(K, ms, 1)
+      dev = 100 * (ms / (icpt + slope * K) - 1)
+      out.append((f"w{width}: ms/iteration linear in K within 10%",
+                  f"{icpt:.0f} + {slope:.1f} K ms; " + ", ".join(
+                      f"K={int(k)} {d:+.1f}%" for k, d in zip(K, dev)), bool(np.all(abs(dev) <= 10))))
+      per = [r["step"]["trace_s"] / r["K"] for r in rs]
+      out.append((f"w{width}: trace time not growing faster than K",
+                  ", ".join(f"K={r['K']} {p:.2f} s/agent" for r, p in zip(rs, per)),
+                  per[-1] <= 1.1 * per[0]))
+  return out
+
+
+def _targets_text(rows):
+  verdict = {True: "met", False: "MISSED"}
+  return "\n".join(f"  {verdict[ok]:>6}  {name}: {measured}" for name, measured, ok in targets(rows))
 
 
 def main(argv):
   del argv
   variants = list(FLAGS.variants)
+  os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn else "0"  # before TensorFlow loads
   if FLAGS.child:
     row = _cell(int(FLAGS.K[0]), float(FLAGS.widths[0]), FLAGS.iters, FLAGS.batch, FLAGS.n_d,
                 variants)
@@ -135,7 +191,7 @@ def main(argv):
       iters = FLAGS.iters_wide if float(width) >= 0.5 else FLAGS.iters
       cmd = [sys.executable, "-m", "bench.step", "--child", f"--K={K}", f"--widths={width}",
              f"--iters={iters}", f"--batch={FLAGS.batch}", f"--n_d={FLAGS.n_d}",
-             f"--variants={','.join(variants)}"]
+             f"--variants={','.join(variants)}", f"--onednn={FLAGS.onednn}"]
       res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
       line = [l for l in res.stdout.splitlines() if l.startswith("BENCH_ROW ")]
       if not line:
@@ -145,6 +201,8 @@ def main(argv):
       print(_table(rows[-1:]).splitlines()[-1], flush=True)
       _write(rows)  # after every cell: a long sweep stopped half-way keeps what it measured
   print(_table(rows))
+  print("targets of the issue (paired ratios, medians over rotations):")
+  print(_targets_text(rows))
   if FLAGS.out:
     print(f"wrote {FLAGS.out}")
 
@@ -153,7 +211,7 @@ def _write(rows):
   import platform  # pylint: disable=g-import-not-at-top
   meta = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
           "batch": FLAGS.batch, "n_d": FLAGS.n_d, "n_g": 1, "iters": FLAGS.iters,
-          "iters_wide": FLAGS.iters_wide}
+          "iters_wide": FLAGS.iters_wide, "onednn": FLAGS.onednn}
   if FLAGS.out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w") as f:

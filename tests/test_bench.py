@@ -77,3 +77,21 @@ def test_combine_variants_agree():
     np.testing.assert_allclose(after, A.T @ before, rtol=1e-5, atol=1e-6)
     results[key] = after
   np.testing.assert_allclose(results["flat"], results["sparse"], rtol=1e-5, atol=1e-6)
+
+
+def test_targets_judge_rows():
+  """The sweep's verdicts follow the rows: a straight line in K passes, a bent one fails."""
+  from bench import step
+
+  def row(K, ms, floor, naive, trace):
+    return {"K": K, "width": 0.25, "step": {"median_ms": ms, "trace_s": trace},
+            "combine_overhead_pct": 100 * (ms / floor - 1), "speedup_vs_naive": naive / ms}
+
+  straight = [row(K, 100 * K, 100 * K, 160 * K, 2.0 * K) for K in (2, 5, 10, 20)]
+  assert all(ok for _, _, ok in step.targets(straight))
+  bent = [row(2, 400, 380, 500, 8.0)] + straight[1:]  # K=2 far off the line, 3% overhead
+  verdicts = {name.split(": ")[1]: ok for name, _, ok in step.targets(bent)}
+  assert not verdicts["ms/iteration linear in K within 10%"]
+  assert not verdicts[">= 1.5x the naive reference (every K)"]  # 500/400 = 1.25x at K=2
+  assert verdicts["combine overhead <= 2% of the floor at K=5"]
+  assert verdicts["trace time not growing faster than K"]  # 4 s/agent at K=2, 2 s/agent after
