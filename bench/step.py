@@ -1,6 +1,7 @@
 """Benchmark of the training step: ms/iteration against its own floor and a naive reference.
 
   python -m bench.step                      # K in {2, 5, 10, 20}, widths {0.25, 1.0}: ~30 min
+  python -m bench.step --onednn=false --K=5 # the same step on TensorFlow's default kernels
   python -m bench.step --K=5 --widths=0.25 --iters=10 --out=bench/results.json
 
 Variants, timed interleaved in one process per (K, width) so they share the machine's state:
@@ -109,16 +110,23 @@ def _cell(K, width, iters, batch, n_d, variants):
     row[kind] = {"median_ms": float(np.median(ms)), "iqr_ms": float(np.subtract(*np.percentile(ms, [75, 25]))),
                  "trace_s": trace[kind], "agent_images_per_s": images / (np.median(ms) / 1000),
                  "cores": float(np.sum(cpu[kind]) / np.sum(times[kind]))}
+    row[kind]["ms"] = [float(t) for t in ms]  # raw, in rotation order: ratios can be re-derived
   paired = lambda a, b: np.array(times[a]) / np.array(times[b])  # same rotation, both sides
   if "step" in row and "floor" in row:
-    r = paired("step", "floor")
-    row["combine_overhead_pct"] = float(100 * (np.median(r) - 1))
-    row["combine_overhead_iqr_pct"] = float(100 * np.subtract(*np.percentile(r, [75, 25])))
+    r = 100 * (paired("step", "floor") - 1)
+    row["combine_overhead_pct"], row["combine_overhead_ci95"] = float(np.median(r)), median_ci(r)
   if "step" in row and "naive" in row:
     r = paired("naive", "step")
-    row["speedup_vs_naive"] = float(np.median(r))
-    row["speedup_vs_naive_iqr"] = float(np.subtract(*np.percentile(r, [75, 25])))
+    row["speedup_vs_naive"], row["speedup_vs_naive_ci95"] = float(np.median(r)), median_ci(r)
   return row
+
+
+def median_ci(x, level=0.95, resamples=2000):
+  """Bootstrap interval of the median: how far a verdict of one run can be trusted."""
+  x = np.asarray(x, float)
+  rng = np.random.default_rng(0)
+  meds = np.median(rng.choice(x, size=(resamples, len(x))), axis=1)
+  return [float(v) for v in np.percentile(meds, [50 * (1 - level), 50 * (1 + level)])]
 
 
 def _table(rows):
@@ -146,14 +154,17 @@ def targets(rows):
     rs = sorted((r for r in rows if r["width"] == width and "step" in r), key=lambda r: r["K"])
     k5 = [r for r in rs if r["K"] == 5 and "combine_overhead_pct" in r]
     if k5:
-      v = k5[0]["combine_overhead_pct"]
-      out.append((f"w{width}: combine overhead <= 2% of the floor at K=5", f"{v:+.1f}%", v <= 2))
+      v, ci = k5[0]["combine_overhead_pct"], k5[0].get("combine_overhead_ci95")
+      ci = f" (95% CI {ci[0]:+.1f}..{ci[1]:+.1f})" if ci else ""
+      out.append((f"w{width}: combine overhead <= 2% of the floor at K=5", f"{v:+.1f}%{ci}", v <= 2))
     sp = [r for r in rs if "speedup_vs_naive" in r]
     if sp:
       need = 1.5 if width < 0.5 else 1.1
       low = min(sp, key=lambda r: r["speedup_vs_naive"])
       out.append((f"w{width}: >= {need}x the naive reference (every K)",
-                  ", ".join(f"K={r['K']} {r['speedup_vs_naive']:.2f}x" for r in sp),
+                  ", ".join(f"K={r['K']} {r['speedup_vs_naive']:.2f}x" + (
+                      " [{:.2f}-{:.2f}]".format(*r["speedup_vs_naive_ci95"])
+                      if "speedup_vs_naive_ci95" in r else "") for r in sp),
                   low["speedup_vs_naive"] >= need))
     if len(rs) >= 3:
       K = np.array([r["K"] for r in rs], float)
@@ -162,7 +173,8 @@ def targets(rows):
       dev = 100 * (ms / (icpt + slope * K) - 1)
       out.append((f"w{width}: ms/iteration linear in K within 10%",
                   f"{icpt:.0f} + {slope:.1f} K ms; " + ", ".join(
-                      f"K={int(k)} {d:+.1f}%" for k, d in zip(K, dev)), bool(np.all(abs(dev) <= 10))))
+                      f"K={int(k)} {d:+.1f}%" for k, d in zip(K, dev)) + "; ms per agent " + ", ".join(
+                      f"{m / k:.0f}" for k, m in zip(K, ms)), bool(np.all(abs(dev) <= 10))))
       per = [r["step"]["trace_s"] / r["K"] for r in rs]
       out.append((f"w{width}: trace time not growing faster than K",
                   ", ".join(f"K={r['K']} {p:.2f} s/agent" for r, p in zip(rs, per)),
