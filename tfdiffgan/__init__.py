@@ -3,7 +3,8 @@
 import os
 
 # TensorFlow turns its oneDNN kernels on by default only on CPUs it recognizes (recent Intel); on
-# others, such as the AMD EPYC of our CI, convolutions fall back to Eigen: 1.6-2.4x slower at
-# DCGAN's full width (docs/PERFORMANCE.md). Read once, when TensorFlow is first imported, so it
+# others, such as the AMD EPYC of our CI, convolutions fall back to Eigen and the step runs
+# 1.3-1.4x slower at width 0.25, 1.65-1.84x at full width (docs/PERFORMANCE.md). Read once, when
+# TensorFlow is first imported, so it
 # takes effect only if tfdiffgan is imported first (bin/ does); TF_ENABLE_ONEDNN_OPTS=0 still wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
