@@ -109,8 +109,8 @@ def _cell(K, width, iters, batch, n_d, variants):
     ms = np.array(times[kind]) * 1000
     row[kind] = {"median_ms": float(np.median(ms)), "iqr_ms": float(np.subtract(*np.percentile(ms, [75, 25]))),
                  "trace_s": trace[kind], "agent_images_per_s": images / (np.median(ms) / 1000),
-                 "cores": float(np.sum(cpu[kind]) / np.sum(times[kind]))}
-    row[kind]["ms"] = [float(t) for t in ms]  # raw, in rotation order: ratios can be re-derived
+                 "cores": float(np.sum(cpu[kind]) / np.sum(times[kind])),
+                 "ms": [float(t) for t in ms]}  # raw, in rotation order: ratios can be re-derived
   paired = lambda a, b: np.array(times[a]) / np.array(times[b])  # same rotation, both sides
   if "step" in row and "floor" in row:
     r = 100 * (paired("step", "floor") - 1)

@@ -6,9 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import pytest
-
 from conftest import ROOT
 from tfdiffgan import reproduce
 
@@ -97,12 +94,3 @@ def test_markdown_table_lists_every_mode_and_graph():
   text = reproduce.markdown({"runs": runs, "summary": reproduce.summarize(runs)})
   assert "| mnist/iid/centralized | 1 | 10.00 |" in text and "| mnist/iid/diffusion | 1 | 10.50 |" in text
   assert "| ring | 0.600 | 2.25 | - |" in text and "| complete | 0.000 | 0.00 | - |" in text
-
-
-def test_spectral_factor():
-  """sum over the non-Perron eigenvalues of lambda^2 / (1 - lambda^2): 0 for exact averaging,
-  and for the 6-ring (eigenvalues 1, 2/3, 2/3, 0, 0, -1/3) 2 * 0.8 + 0.125 = 1.725."""
-  from tfdiffgan import topology
-  assert reproduce.spectral_factor(np.full((6, 6), 1 / 6)) == pytest.approx(0.0, abs=1e-9)
-  ring = topology.metropolis(topology.make_graph("ring", 6))
-  assert reproduce.spectral_factor(ring) == pytest.approx(1.725, abs=1e-6)

@@ -118,3 +118,11 @@ def test_static_schedule_counts_links():
   s = topology.StaticSchedule(A, rounds=6)
   assert (s.messages(0) == 12).all()  # 6 undirected edges, both directions
   np.testing.assert_array_equal(s.matrices(7)[2], A)
+
+
+def test_spectral_factor():
+  """sum over the non-Perron eigenvalues of lambda^2 / (1 - lambda^2): 0 for exact averaging,
+  and for the 6-ring (eigenvalues 1, 2/3, 2/3, 0, 0, -1/3) 2 * 0.8 + 0.125 = 1.725."""
+  assert topology.spectral_factor(np.full((6, 6), 1 / 6)) == pytest.approx(0.0, abs=1e-9)
+  ring = topology.metropolis(topology.make_graph("ring", 6))
+  assert topology.spectral_factor(ring) == pytest.approx(1.725, abs=1e-6)

@@ -74,10 +74,13 @@ def cells(grid, results_dir=""):
         out.append((f"{dataset}/classes/{mode}/seed{seed}", "noniid", c))
 
   def sweep_cell(graph, mu, iterations, log_every):
-    """One Theorem 1 run: K fixed, homogeneous MNIST, no FID passes (only the disagreement)."""
+    """One Theorem 1 run: K fixed, homogeneous MNIST, no FID passes (only the disagreement);
+    mu None keeps the default step size."""
     t = grid.theorem1
     c = base(t.dataset, grid.seeds[0], t.num_agents)
-    c.topology.graph, c.train.learning_rate, c.data.partition = graph, mu, "iid"
+    c.topology.graph, c.data.partition = graph, "iid"
+    if mu is not None:
+      c.train.learning_rate = mu
     c.train.iterations = c.train.checkpoint_every = c.train.sample_every = iterations
     c.train.log_every = log_every
     c.eval.eval_every, c.eval.final_samples = 0, 0
@@ -95,8 +98,7 @@ def cells(grid, results_dir=""):
     if not t.warmup_iterations:
       return
     warmup = "theorem1_warm/warmup"  # complete graph: every agent leaves it with the same weights
-    out.append((warmup, "warmup", sweep_cell("complete", default_config.get_config().train
-                                             .learning_rate, t.warmup_iterations,
+    out.append((warmup, "warmup", sweep_cell("complete", None, t.warmup_iterations,
                                              t.warm_log_every)))
     for graph in t.graphs:
       for mu in t.mus:
@@ -179,7 +181,7 @@ def collect(todo, results_dir):
         "partition": config.data.partition, "seed": config.seed,
         "graph": config.topology.graph, "mu": config.train.learning_rate,
         "lambda_2": record["lambda_2"], "train_seconds": record["train_seconds"],
-        "spectral_factor": spectral_factor(record["combination_matrix"]),
+        "spectral_factor": topology.spectral_factor(record["combination_matrix"]),
         "parameters_sent_per_iteration": record["parameters_sent_per_iteration"],
         "fid_curve": [(m["iteration"], m["network"]["fid_mean"], m["network"]["fid_min"],
                        m["network"]["fid_max"])
@@ -222,18 +224,6 @@ def summarize(runs):
   for group in THEOREM1_GROUPS:
     summary[group] = _theorem1_fits([r for r in runs.values() if r["group"] == group])
   return summary
-
-
-def spectral_factor(A):
-  """sum_{j>=2} lambda_j^2 / (1 - lambda_j^2) over the eigenvalues of a symmetric A other than
-  the Perron 1: the stationary disagreement of diffusion driven by i.i.d. gradient noise, per
-  unit of mu^2 sigma^2. Theorem 1 bounds it through lambda_2 alone (lambda_2^2 / (1 - lambda_2)^2),
-  so two graphs with different lambda_2 can still disagree alike."""
-  A = np.asarray(A, np.float64)
-  if A.shape[0] < 2 or not np.allclose(A, A.T):
-    return None
-  lam = np.sort(np.abs(np.linalg.eigvalsh(A)))[::-1][1:]
-  return float(np.sum(lam ** 2 / np.maximum(1 - lam ** 2, 1e-12)))
 
 
 def _theorem1_fits(runs):

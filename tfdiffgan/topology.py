@@ -141,6 +141,18 @@ def lambda2(A):
   return float(np.max(np.abs(np.linalg.eigvals(A - np.ones((K, K)) / K)))) if K > 1 else 0.0
 
 
+def spectral_factor(A):
+  """sum_{j>=2} lambda_j^2 / (1 - lambda_j^2) over the eigenvalues of a symmetric A other than
+  the Perron 1: the stationary disagreement of diffusion driven by i.i.d. gradient noise, per
+  unit of mu^2 sigma^2. Theorem 1 bounds it through lambda_2 alone (lambda_2^2 / (1 - lambda_2)^2),
+  so two graphs with different lambda_2 can still disagree alike."""
+  A = np.asarray(A, np.float64)
+  if A.shape[0] < 2 or not np.allclose(A, A.T):
+    return None
+  lam = np.sort(np.abs(np.linalg.eigvalsh(A)))[::-1][1:]
+  return float(np.sum(lam ** 2 / np.maximum(1 - lam ** 2, 1e-12)))
+
+
 def check_assumption1(A, num_agents=None, tol=1e-6):
   """Raises TopologyError unless A is square K x K, non-negative, doubly stochastic and primitive."""
   A = np.asarray(A, float)
