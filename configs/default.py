@@ -48,8 +48,12 @@ def get_config():
   config.train.init_from = ""           # warm start: a workdir (its latest checkpoint) or a checkpoint
   #                                       prefix with the same K and widths; weights only, fresh runs only
   config.train.loss = "nonsaturating"   # minimax (eq. 3) | nonsaturating
-  config.train.strategy = "default"     # default (one replica holds all agents) | mirrored
+  config.train.strategy = "default"     # default (one process, all agents) | mirrored | multiworker
   config.train.replicas = 1             # mirrored: R replicas (GPUs, else logical CPUs), K/R agents each
+  config.train.exchange = "auto"        # the combine's transport: auto | local | allgather | neighbors
+  #                                       (auto: local with one worker, else allgather)
+  config.train.collective_timeout = 600.0  # multiworker: seconds a collective waits for its peers
+  #                                          (the chief's evaluations included) before the run stops
   config.train.log_every = 50
   config.train.checkpoint_every = 250
   config.train.sample_every = 250

@@ -137,3 +137,26 @@ def test_network_pipeline_zips_agents():
   batch = next(iter(data.network_pipeline(shards, 5, 2, seed=0)))
   assert len(batch) == 2 and batch[0].shape == (2, 5, 28, 28, 1)
   assert batch[0].numpy().max() == -1.0 and batch[1].numpy().min() == 1.0
+
+
+def test_agent_batches_depend_on_its_own_seed_only():
+  """Agent k's batches are the same whatever the global seed, K, the other agents and the order
+  in which the pipelines are built (each worker builds only its own), and every epoch visits
+  each image of the shard once."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  shards = [rng.integers(0, 255, (n, 28, 28)).astype(np.uint8) for n in (20, 30, 25, 40)]
+  tf.random.set_seed(1)
+  four = [b.numpy() for b in next(iter(data.network_pipeline(shards, 5, 2, seed=3)))]
+  tf.random.set_seed(99)
+  alone = next(iter(data.network_pipeline(shards[2:3], 5, 2, seed=3, agent_ids=[2])))[0].numpy()
+  np.testing.assert_array_equal(alone, four[2])
+  reversed_order = [data.agent_pipeline(shards[k], 5, 2, data.agent_seed(3, k))
+                    for k in (3, 2, 1, 0)]
+  np.testing.assert_array_equal(next(iter(reversed_order[1])).numpy(), four[2])
+  assert not np.array_equal(four[0], four[1][:, :, :, :])  # agents draw differently
+  # one epoch of agent 0 (20 images = 2 iterations of 2 x 5) is a permutation of its shard
+  epoch = np.concatenate([b.reshape(-1, 28, 28) for b in
+                          data.agent_pipeline(shards[0], 5, 2, 7).take(2).as_numpy_iterator()])
+  as_uint8 = np.round((epoch + 1.0) * 127.5).astype(np.uint8)
+  assert sorted(map(bytes, as_uint8)) == sorted(map(bytes, shards[0]))

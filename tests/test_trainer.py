@@ -182,9 +182,9 @@ def test_mirrored_strategy_matches_default(tmp_path, idx_dir):
     np.testing.assert_allclose(runs["mirrored"].get_tensor(n), runs["default"].get_tensor(n),
                                atol=1e-5, err_msg=n)
   # the runs trained: agent weights moved away from each other's (different data and noise)
-  k0 = [n for n in names if n.startswith("generators/0/") and n.endswith("1/_kernel/.ATTRIBUTES/VARIABLE_VALUE")][0]
+  k0 = [n for n in names if n.startswith("generators/agent_0/") and n.endswith("1/_kernel/.ATTRIBUTES/VARIABLE_VALUE")][0]
   assert not np.allclose(runs["default"].get_tensor(k0),
-                         runs["default"].get_tensor(k0.replace("generators/0/", "generators/1/")))
+                         runs["default"].get_tensor(k0.replace("generators/agent_0/", "generators/agent_1/")))
 
 
 def test_mirrored_needs_replicas_dividing_agents(tmp_path, idx_dir):

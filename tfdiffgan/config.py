@@ -8,6 +8,7 @@ MODES = ("diffusion", "noncooperative", "centralized", "fusion", "gossip")
 # Fields that may change between a run and its resumption: they schedule or log, they do not
 # change what is being trained.
 RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_every",
+                    "train.collective_timeout",
                     "train.sample_every", "train.keep_checkpoints", "eval.")
 
 
@@ -28,13 +29,14 @@ def _positive(value, field, allow_zero=False):
 
 def validate(config):
   """Raises ConfigError naming the first bad field."""
-  from tfdiffgan import data, diffusion, optim, topology  # pylint: disable=g-import-not-at-top
+  from tfdiffgan import data, diffusion, exchange, optim, topology  # pylint: disable=g-import-not-at-top
   _choice(config.data.name, data.DATASETS, "data.name")
   _choice(config.data.partition, ("iid", "classes", "dirichlet"), "data.partition")
   _choice(config.train.mode, MODES, "train.mode")
   _choice(config.train.optimizer, optim.OPTIMIZERS, "train.optimizer")
   _choice(config.train.loss, diffusion.LOSSES, "train.loss")
   _choice(config.train.strategy, diffusion.STRATEGIES, "train.strategy")
+  _choice(config.train.exchange, ("auto",) + exchange.EXCHANGES, "train.exchange")
   _choice(config.topology.graph, topology.GRAPHS, "topology.graph")
   _choice(config.topology.rule, topology.RULES, "topology.rule")
   for field in ("num_agents", "data.batch_size", "train.n_d", "train.n_g", "train.log_every",
@@ -54,10 +56,15 @@ def validate(config):
   _positive(config.train.iterations, "train.iterations", allow_zero=True)
   _positive(config.train.learning_rate, "train.learning_rate", allow_zero=True)
   _positive(config.model.width, "model.width")
+  _positive(config.train.collective_timeout, "train.collective_timeout", allow_zero=True)
+  if config.train.strategy != "default" and config.train.mode == "centralized":
+    raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
+                      "replicas or workers: use --config.train.strategy=default.")
+  if config.train.exchange == "local" and config.train.strategy != "default":
+    raise ConfigError(f"train.exchange=local keeps every agent in one replica, but "
+                      f"train.strategy={config.train.strategy} spreads them: use allgather or "
+                      "neighbors (or auto).")
   if config.train.strategy == "mirrored":
-    if config.train.mode == "centralized":
-      raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
-                        "replicas: use --config.train.strategy=default.")
     if not isinstance(config.train.replicas, int) or config.train.replicas < 1 or \
         config.num_agents % config.train.replicas:
       raise ConfigError(f"train.replicas={config.train.replicas!r} must be a positive divisor of "

@@ -315,30 +315,50 @@ def partition(labels, num_agents, scheme, seed=0, classes=None, alpha=0.5):
 
 
 def agent_pipeline(images_uint8, batch_size, rounds, seed, skip_iterations=0):
-  """One agent's pipeline: shuffled, repeated, batched, prefetched.
+  """One agent's pipeline: shuffled every epoch, batched, prefetched.
 
   Yields float32 [rounds, batch, 28, 28, 1]: the ``rounds`` (= n_d) discriminator batches one
-  iteration of Algorithm 1 consumes. Indices are shuffled (not images) so that fast-forwarding a
-  resumed run to ``skip_iterations`` is cheap and the batches equal those of a run never stopped.
+  iteration of Algorithm 1 consumes. The order is a stateless function of (seed, epoch, position)
+  (``index_shuffle``), so agent k's batches depend on its own seed only: not on TensorFlow's
+  global seed, on K, on which worker builds it or in what order. A resumed run starts at
+  position ``skip_iterations * rounds * batch`` at no cost and sees the batches of a run never
+  stopped.
   """
   n = len(images_uint8)
   if n < batch_size:
     raise ValueError(f"an agent holds {n} images, fewer than data.batch_size={batch_size}; "
                      "lower the batch size or give the agent more data.")
   images = tf.constant(images_uint8[..., None])
-  ds = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = ds.batch(batch_size, drop_remainder=True).batch(rounds, drop_remainder=True)
-  ds = ds.skip(skip_iterations)
-  ds = ds.map(lambda idx: tf.cast(tf.gather(images, idx), tf.float32) / 127.5 - 1.0,
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  seed, per_iteration = int(seed) % (2**63 - 1), batch_size * rounds
+
+  def iteration_batches(iteration):  # the images drawn at positions it*R*B .. (it+1)*R*B - 1
+    position = iteration * per_iteration + tf.range(per_iteration, dtype=tf.int64)
+    epoch = position // n                # each epoch is its own permutation of the shard
+    seeds = tf.stack([tf.fill([per_iteration], tf.constant(seed, tf.int64)), epoch,
+                      tf.zeros_like(epoch)], axis=1)
+    # The raw op: tf.random.experimental.index_shuffle mis-pads a batch of seeds [n, 2].
+    idx = tf.raw_ops.RandomIndexShuffle(index=position % n, seed=seeds,
+                                        max_index=tf.constant(n - 1, tf.int64), rounds=4)
+    batch = tf.gather(images, tf.reshape(idx, [rounds, batch_size]))
+    return tf.cast(batch, tf.float32) / 127.5 - 1.0
+
+  ds = tf.data.Dataset.range(int(skip_iterations), 2**62)
+  ds = ds.map(iteration_batches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def network_pipeline(shards, batch_size, rounds, seed, skip_iterations=0):
-  """Zips the agents' pipelines: each element is a tuple of K tensors [rounds, B, 28, 28, 1]."""
+def agent_seed(seed, agent):
+  """Agent k's own data seed: the run's seed and the agent's global id, nothing else."""
+  return seed * 1000 + agent
+
+
+def network_pipeline(shards, batch_size, rounds, seed, skip_iterations=0, agent_ids=None):
+  """Zips the pipelines of the agents this process owns (``agent_ids``, default 0..len-1): each
+  element is a tuple of tensors [rounds, B, 28, 28, 1], one per agent."""
+  agent_ids = range(len(shards)) if agent_ids is None else agent_ids
   return tf.data.Dataset.zip(tuple(
-      agent_pipeline(s, batch_size, rounds, seed * 1000 + k, skip_iterations)
-      for k, s in enumerate(shards))).prefetch(2)
+      agent_pipeline(s, batch_size, rounds, agent_seed(seed, k), skip_iterations)
+      for k, s in zip(agent_ids, shards))).prefetch(2)
 
 
 def main(argv):

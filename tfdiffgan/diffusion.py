@@ -15,7 +15,10 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan import exchange as exchange_lib
+from tfdiffgan.exchange import mix  # pylint: disable=unused-import (the combine, eq. 10b)
 from tfdiffgan.models import combined_variables
+from tfdiffgan.placement import Placement
 
 LOSSES = ("minimax", "nonsaturating")
 
@@ -34,38 +37,46 @@ def generator_loss(fake_logits, kind):
   raise ValueError(f"unknown loss {kind!r}; choose one of {LOSSES}.")
 
 
-def mix(A_columns, phi):
-  """Combine step (eq. 10b): w_k = sum_l a_lk phi_l for the agents whose columns of A are given.
-
-  phi stacks all K agents' copies of one variable on a leading axis, [K, ...]; A_columns is
-  [K, L]; the result is [L, ...]. With all K columns this is A^T Phi, one tensordot per variable.
-  """
-  return tf.tensordot(A_columns, phi, axes=[[0], [0]])
-
-
 def stack_agents(variables):
   return tf.stack([tf.convert_to_tensor(v) for v in variables])
 
 
-def disagreement(models):
-  """Network disagreement (1/K) sum_k ||w_k - w_c||^2 over the trainable weights (Theorem 1)."""
-  per_agent = [np.concatenate([np.ravel(v.numpy()) for v in m.trainable_variables])
-               for m in models]
-  W = np.stack(per_agent).astype(np.float64)
+def flat_weights(models, variables=lambda m: m.trainable_variables):
+  """[len(models), P] float64: each model's variables concatenated (numpy, for metrics)."""
+  return np.stack([np.concatenate([np.ravel(v.numpy()) for v in variables(m)])
+                   for m in models]).astype(np.float64)
+
+
+def disagreement_of(W):
+  """Network disagreement (1/K) sum_k ||w_k - w_c||^2 of stacked weights W [K, P] (Theorem 1)."""
+  W = np.asarray(W, np.float64)
   return float(np.mean(np.sum((W - W.mean(axis=0)) ** 2, axis=1)))
 
 
-STRATEGIES = ("default", "mirrored")
+def disagreement(models):
+  """Network disagreement over the models' trainable weights (every agent in this process)."""
+  return disagreement_of(flat_weights(models))
 
 
-def make_strategy(name="default", replicas=1):
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def make_strategy(name="default", replicas=1, timeout_seconds=0):
   """The tf.distribute strategy the agents run under.
 
-  default: one replica holds every agent. mirrored: R replicas on R GPUs when present, else on R
-  logical CPU devices carved from the host CPU (which must happen before TensorFlow starts).
+  default: one replica holds every agent. mirrored: R replicas in this process, on R GPUs when
+  present, else on R logical CPU devices carved from the host CPU (before TensorFlow starts).
+  multiworker: one replica per worker process, the cluster read from TF_CONFIG; it must be
+  created before any other TensorFlow op in the process, and its collectives give up after
+  ``timeout_seconds`` (0: never) so that a dead peer ends the run instead of hanging it.
   """
   if name == "default":
     return tf.distribute.get_strategy()
+  if name == "multiworker":
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=float(timeout_seconds) or None)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
   if name != "mirrored":
     raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}.")
   if len(tf.config.list_physical_devices("GPU")) >= replicas:  # does not start the runtime
@@ -84,45 +95,68 @@ def make_strategy(name="default", replicas=1):
   return tf.distribute.MirroredStrategy([d.name for d in cpus[:replicas]])
 
 
+def is_multiworker(strategy):
+  return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def agent_device(strategy, k, num_agents):
-  """The device that owns agent k: its replica's, so its weights live where it is adapted."""
+  """The device that owns agent k when one process holds every agent over R in-process replicas:
+  its replica's, so its weights live where it is adapted. None elsewhere (default device)."""
   R = strategy.num_replicas_in_sync
-  return strategy.extended.worker_devices[k // (num_agents // R)] if R > 1 else None
+  if R == 1 or is_multiworker(strategy):
+    return None
+  return strategy.extended.worker_devices[k // (num_agents // R)]
 
 
 class DiffusionStep:
-  """K agents' GANs and the compiled iteration of Algorithm 1 over them, under a tf.distribute
-  strategy.
+  """This process's agents' GANs and the compiled iteration of Algorithm 1 over them.
 
-  Default strategy: one replica holds all K agents. MirroredStrategy over R devices: replica q
-  owns agents q*L .. q*L+L-1 (L = K/R), whose models were built on its device; it adapts them,
-  all-gathers phi from every replica, and combines its own agents with its columns of A. The same
-  replica function serves both (with R = 1 the gather is the identity).
+  Ownership is explicit. ``placement`` spreads the K agents over N workers (one per replica of
+  the strategy); this process holds the agents ``agent_ids`` (their models, optimizers and noise),
+  and each replica adapts the agents its worker owns, then hands their phi to ``exchange``, which
+  returns w for the same agents (eq. 10b):
 
-  Noise is drawn outside the replicas, each agent from its own ``tf.random.Generator``, so that
-  (i) with A = I agent k evolves exactly as a single GAN run with the same seed, (ii) results do
-  not depend on the strategy, and (iii) checkpoints capture every random state.
+    default      one process, one replica, every agent; local exchange (tensordot).
+    mirrored     one process, R in-process replicas (workers) of K/R agents each; all-gather.
+    multiworker  one process per worker, each holding only its K/N agents, their data and noise;
+                 all-gather or neighbour-only exchange over TensorFlow's collectives.
+
+  Noise is drawn outside the replicas, each agent from its own ``tf.random.Generator`` seeded by
+  its id, so that (i) with A = I agent k evolves exactly as a single GAN run with the same seed,
+  (ii) results do not depend on the strategy or placement, and (iii) checkpoints capture every
+  random state.
   """
 
   def __init__(self, generators, discriminators, d_optimizers, g_optimizers, combination_matrix,
                n_d=5, n_g=1, latent_dim=100, loss="nonsaturating", seed=0, agent_ids=None,
-               strategy=None, loop_rounds=True):
-    self.K = len(generators)
-    self.loop_rounds = loop_rounds
-    if not (len(discriminators) == len(d_optimizers) == len(g_optimizers) == self.K):
+               strategy=None, loop_rounds=True, worker=None, exchange="auto", support=None,
+               timeout_seconds=0.0):
+    self.M = len(generators)  # agents held by this process
+    if not (len(discriminators) == len(d_optimizers) == len(g_optimizers) == self.M):
       raise ValueError("one generator, discriminator and pair of optimizers per agent")
     A = np.asarray(combination_matrix, np.float64)
+    self.K = A.shape[0]
     if A.shape != (self.K, self.K):
-      raise ValueError(f"combination matrix {A.shape} does not match {self.K} agents")
+      raise ValueError(f"combination matrix {A.shape} is not square")
     if loss not in LOSSES:
       raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}.")
     self.strategy = strategy or tf.distribute.get_strategy()
-    self.R = self.strategy.num_replicas_in_sync
-    if self.K % self.R:
-      raise ValueError(f"{self.K} agents cannot be spread evenly over {self.R} replicas; choose "
-                       "a number of replicas that divides num_agents.")
-    self.L = self.K // self.R
-    self.groups = [list(range(q * self.L, (q + 1) * self.L)) for q in range(self.R)]
+    self.R = self.strategy.num_replicas_in_sync  # = number of workers in the placement
+    self.multiworker = is_multiworker(self.strategy)
+    self.placement = Placement(self.K, self.R)
+    self.L = self.placement.per_worker
+    if self.multiworker:
+      self.worker = int(worker or 0)
+      if self.M != self.L:
+        raise ValueError(f"worker {self.worker} must hold its {self.L} agents, got {self.M}")
+      self.first = self.placement.agents_of(self.worker)[0]
+    else:
+      self.worker = None
+      if self.M != self.K:
+        raise ValueError(f"combination matrix {A.shape} does not match {self.M} agents")
+      self.first = 0
+    self.agent_ids = (list(range(self.first, self.first + self.M)) if agent_ids is None
+                      else list(agent_ids))
     self.generators, self.discriminators = list(generators), list(discriminators)
     self.d_optimizers, self.g_optimizers = list(d_optimizers), list(g_optimizers)
     self.n_d, self.n_g, self.latent_dim, self.loss = int(n_d), int(n_g), int(latent_dim), loss
@@ -130,110 +164,147 @@ class DiffusionStep:
     self.cooperative = not np.allclose(A, np.eye(self.K))
     self.A = tf.constant(A, tf.float32)
     self.static_matrices = tf.tile(self.A[None], [self.n_d + self.n_g, 1, 1])
-    agent_ids = list(range(self.K)) if agent_ids is None else list(agent_ids)
-    self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1)) for k in agent_ids]
+    if exchange == "auto":
+      exchange = "local" if self.R == 1 else "allgather"
+    if exchange == "local" and self.R > 1:
+      raise ValueError("the local exchange needs every agent in one replica; use allgather or "
+                       "neighbors with several workers.")
+    if exchange == "neighbors" and self.R > 1 and not self.multiworker:
+      exchange = "allgather"  # in-process replicas share memory: nothing to save by pairing
+    if exchange == "neighbors" and self.R == 1:
+      exchange = "local"
+    self.exchange = exchange_lib.make_exchange(
+        exchange, self.placement, A if support is None else support, timeout_seconds)
+    # One replica with the local exchange: rounds as a graph loop, so tracing covers one round,
+    # not n_d (trace time and graph size stay flat in n_d). Otherwise unrolled: collectives
+    # (all_gather, pairwise gathers) are not supported inside a while loop across replicas.
+    self.loop_rounds = loop_rounds and self.exchange.name == "local"
+    self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1))
+                  for k in self.agent_ids]
     self.d_vars = [combined_variables(d) for d in self.discriminators]
     self.g_vars = [combined_variables(g) for g in self.generators]
-    for k in range(self.K):  # optimizer slots exist before tracing, on the agent's device
-      device = agent_device(self.strategy, k, self.K)
+    for i in range(self.M):  # optimizer slots exist before tracing, on the agent's device
+      device = agent_device(self.strategy, self.first + i, self.K)
       with tf.device(device) if device else contextlib.nullcontext():
-        self.d_optimizers[k].build(self.discriminators[k].trainable_variables)
-        self.g_optimizers[k].build(self.generators[k].trainable_variables)
+        self.d_optimizers[i].build(self.discriminators[i].trainable_variables)
+        self.g_optimizers[i].build(self.generators[i].trainable_variables)
     self._compiled = tf.function(self._iteration)
+    self._gather_fns = {}
 
   def trackables(self):
-    """Everything a checkpoint must hold to resume exactly."""
-    return dict(generators=self.generators, discriminators=self.discriminators,
-                d_optimizers=self.d_optimizers, g_optimizers=self.g_optimizers, noise=self.noise)
+    """Everything a checkpoint must hold to resume exactly, keyed by global agent id so that a
+    checkpoint names agents the same whatever worker wrote it."""
+    key = lambda items: {f"agent_{k}": x for k, x in zip(self.agent_ids, items)}
+    return dict(generators=key(self.generators), discriminators=key(self.discriminators),
+                d_optimizers=key(self.d_optimizers), g_optimizers=key(self.g_optimizers),
+                noise=key(self.noise))
 
   # ------------------------------------------------------------------------------ adapt
 
-  def _adapt_discriminator(self, k, real, z):
-    """phi_k^D = w_k^D - mu grad J_k^D (eqs. 8a, 10a)."""
-    G, D = self.generators[k], self.discriminators[k]
+  def _adapt_discriminator(self, i, real, z):
+    """phi_k^D = w_k^D - mu grad J_k^D (eqs. 8a, 10a), for the agent in local slot i."""
+    G, D = self.generators[i], self.discriminators[i]
     with tf.GradientTape() as tape:
       fake = G(z, training=True)
       loss = discriminator_loss(D(real, training=True), D(fake, training=True))
     grads = tape.gradient(loss, D.trainable_variables)
-    self.d_optimizers[k].apply_gradients(zip(grads, D.trainable_variables))
+    self.d_optimizers[i].apply_gradients(zip(grads, D.trainable_variables))
     return loss
 
-  def _adapt_generator(self, k, z):
+  def _adapt_generator(self, i, z):
     """phi_k^G = w_k^G - mu grad J_k^G (eqs. 8b, 10a)."""
-    G, D = self.generators[k], self.discriminators[k]
+    G, D = self.generators[i], self.discriminators[i]
     with tf.GradientTape() as tape:
       loss = generator_loss(D(G(z, training=True), training=True), self.loss)
     grads = tape.gradient(loss, G.trainable_variables)
-    self.g_optimizers[k].apply_gradients(zip(grads, G.trainable_variables))
+    self.g_optimizers[i].apply_gradients(zip(grads, G.trainable_variables))
     return loss
 
   # ----------------------------------------------------------------------------- replica
 
-  def _on_own_group(self, replica, fn):
-    """Runs fn(q) for this replica's group q: a switch over groups, since every replica traces
-    the same function but must touch only the agents (and devices) it owns."""
-    if self.R == 1:
-      return fn(0)
-    return tf.switch_case(replica, [lambda q=q: fn(q) for q in range(self.R)])
+  def _own_slots(self, replica):
+    """Local slots of the agents the worker ``replica`` owns (a Python int: every replica's
+    id is static, so each traces only its own agents)."""
+    return [k - self.first for k in self.placement.agents_of(replica)]
 
-  def _round(self, replica, adapt, variables, A):
-    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K]."""
-    def adapt_group(q):
-      losses = tf.stack([adapt(k) for k in self.groups[q]])
-      if not self.cooperative:
-        return losses, []
-      return losses, [stack_agents(vs) for vs in zip(*(variables[k] for k in self.groups[q]))]
+  def _round(self, replica, adapt, variables, A, active_row):
+    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K].
+    An agent whose ``active_row`` entry is 0 is switched off: it does not adapt."""
+    slots = self._own_slots(replica)
 
-    losses, phi_local = self._on_own_group(replica, adapt_group)
+    def adapt_or_idle(i):
+      if active_row is None:
+        return adapt(i)
+      return tf.cond(active_row[self.first + i] > 0, lambda: adapt(i), lambda: tf.zeros([]))
+
+    losses = tf.stack([adapt_or_idle(i) for i in slots])
     if self.cooperative:
-      ctx = tf.distribute.get_replica_context()
-      phi = [ctx.all_gather(p, axis=0) for p in phi_local] if self.R > 1 else phi_local  # [K,..]
-      own = tf.gather(A, replica * self.L + tf.range(self.L), axis=1)                    # [K, L]
-      mixed = [mix(own, p) for p in phi]                                              # [L, ...]
-
-      def assign_group(q):
-        for j, k in enumerate(self.groups[q]):
-          for v, m in zip(variables[k], mixed):
-            v.assign(m[j])
-        return tf.constant(0)
-
-      self._on_own_group(replica, assign_group)
+      phi_local = [stack_agents(vs) for vs in zip(*(variables[i] for i in slots))]  # [L, ...]
+      mixed = self.exchange.combine(phi_local, A, replica)
+      for j, i in enumerate(slots):
+        for v, m in zip(variables[i], mixed):
+          v.assign(m[j])
     return losses
 
-  def _replica_iteration(self, real, z, matrices):
-    """real [K, n_d, B, 28, 28, 1], z [K, n_d + n_g, B, latent], matrices [n_d + n_g, K, K]
-    (every replica sees all, reads only its own agents' slices); returns its losses [L]."""
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    replica = tf.cast(replica, tf.int32) if self.R > 1 else 0
+  def _replica_iteration(self, real, z, matrices, active):
+    """real [M, n_d, B, 28, 28, 1], z [M, n_d + n_g, B, latent] for this process's agents,
+    matrices [n_d + n_g, K, K], active None or [n_d + n_g, K]; returns this replica's losses."""
+    replica = 0
+    if self.R > 1:
+      replica = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
+      if replica is None:
+        raise ValueError("this strategy does not give each replica a static id")
+      replica = int(replica)
+    self.exchange.begin_iteration()
     d_losses = g_losses = tf.zeros([self.L])
-    # One replica: rounds as a graph loop, so tracing covers one round, not n_d (trace time and
-    # graph size stay flat in n_d). Several replicas: unrolled, as collectives (all_gather)
-    # inside a while loop are not supported across MirroredStrategy replicas.
-    rounds = tf.range if (self.R == 1 and self.loop_rounds) else range
+    row = lambda r: None if active is None else active[r]
+    rounds = tf.range if self.loop_rounds else range
     for r in rounds(self.n_d):                                     # Algorithm 1, lines 2-7
       d_losses = self._round(
-          replica, lambda k, r=r: self._adapt_discriminator(k, real[k, r], z[k, r]),
-          self.d_vars, matrices[r])
+          replica, lambda i, r=r: self._adapt_discriminator(i, real[i, r], z[i, r]),
+          self.d_vars, matrices[r], row(r))
     for r in rounds(self.n_g):                                     # Algorithm 1, lines 8-13
       g_losses = self._round(
-          replica, lambda k, r=r: self._adapt_generator(k, z[k, self.n_d + r]), self.g_vars,
-          matrices[self.n_d + r])
+          replica, lambda i, r=r: self._adapt_generator(i, z[i, self.n_d + r]), self.g_vars,
+          matrices[self.n_d + r], row(self.n_d + r))
     return {"d_loss": d_losses, "g_loss": g_losses}
 
-  def _iteration(self, real, matrices):
-    real = tf.stack(real)                                          # [K, n_d, B, 28, 28, 1]
+  def _iteration(self, real, matrices, active):
+    real = tf.stack(real)                                          # [M, n_d, B, 28, 28, 1]
     batch_size = tf.shape(real)[2]
     z = tf.stack([g.normal([self.n_d + self.n_g, batch_size, self.latent_dim])
                   for g in self.noise])
     if self.R == 1:
-      return self._replica_iteration(real, z, matrices)
-    out = self.strategy.run(self._replica_iteration, args=(real, z, matrices))
+      return self._replica_iteration(real, z, matrices, active)
+    out = self.strategy.run(self._replica_iteration, args=(real, z, matrices, active))
     return {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
 
-  def __call__(self, real, matrices=None):
-    """real: K tensors [n_d, B, 28, 28, 1], one per agent; matrices: optional [n_d + n_g, K, K],
-    one combination matrix per round (time-varying schedules: fusion center, gossip), else the
-    step's A every round. Returns per-agent losses [K]."""
+  def __call__(self, real, matrices=None, active=None):
+    """real: one tensor [n_d, B, 28, 28, 1] per agent of this process; matrices: optional
+    [n_d + n_g, K, K], one combination matrix per round (time-varying schedules), else the
+    step's A every round; active: optional [n_d + n_g, K], 0 where an agent is offline that
+    round. Returns every agent's losses [K] (gathered from all workers)."""
     if matrices is None:
       matrices = self.static_matrices
-    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32))
+    if active is not None:
+      active = tf.convert_to_tensor(active, tf.float32)
+    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32), active)
+
+  # ------------------------------------------------------------------- network read-outs
+
+  def gather_weights(self, kind, variables="trainable"):
+    """Every agent's weights of ``kind`` ('generators' or 'discriminators') as a float64 array
+    [K, P], on every worker: in one process straight from the models, across workers by one
+    collective all-gather (every worker must call it at the same point)."""
+    models = getattr(self, kind)
+    pick = (lambda m: m.trainable_variables) if variables == "trainable" else combined_variables
+    if not self.multiworker:
+      return flat_weights(models, pick)
+    key = (kind, variables)
+    if key not in self._gather_fns:
+      def replica_fn():
+        flat = tf.stack([tf.concat([tf.reshape(v, [-1]) for v in pick(m)], 0) for m in models])
+        return tf.distribute.get_replica_context().all_gather(flat, axis=0)
+      self._gather_fns[key] = tf.function(lambda: self.strategy.run(replica_fn))
+    out = self._gather_fns[key]()
+    return np.asarray(self.strategy.experimental_local_results(out)[0], np.float64)

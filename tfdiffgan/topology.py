@@ -215,6 +215,10 @@ class StaticSchedule:
     del iteration
     return np.repeat(self.A[None], self.rounds, axis=0)
 
+  def support(self):
+    """Which a_lk can ever be non-zero: who may talk to whom (the neighbors exchange's pairs)."""
+    return self.A != 0
+
   def messages(self, iteration):
     del iteration
     return np.full(self.rounds, self.links)
@@ -233,6 +237,9 @@ class FusionSchedule:
     t = iteration * self.rounds + np.arange(self.rounds)
     return (t + 1) % self.period == 0
 
+  def support(self):
+    return np.ones((self.K, self.K), bool)  # the fusion center's average reaches everyone
+
   def matrices(self, iteration):
     avg = self._averaging(iteration)
     mean, eye = np.full((self.K, self.K), 1.0 / self.K), np.eye(self.K)
@@ -250,6 +257,12 @@ class GossipSchedule:
   def __init__(self, graph, rounds, seed=0):
     self.edges = sorted(tuple(sorted(e)) for e in graph.edges if e[0] != e[1])
     self.K, self.rounds, self.seed = graph.number_of_nodes(), rounds, seed
+
+  def support(self):
+    S = np.eye(self.K, dtype=bool)
+    for a, b in self.edges:
+      S[a, b] = S[b, a] = True
+    return S
 
   def matching(self, t):
     rng = np.random.default_rng([self.seed, t])

@@ -2,6 +2,11 @@
 
 Writes, under ``workdir``: config.json (resolved), checkpoints/ (resumable), TensorBoard events,
 samples/agent_K.png, export/agent_K/ (SavedModel per generator) and run.json (the run's record).
+
+With ``train.strategy=multiworker`` each worker process runs this same loop over the agents it
+owns (``placement``): every worker checkpoints its own agents under checkpoints/worker-N/, and
+worker 0, the chief, gathers losses, disagreement and generators from all of them and alone
+writes the shared files.
 """
 
 import contextlib
@@ -20,6 +25,7 @@ from tfdiffgan import export as export_lib
 from tfdiffgan import metrics
 from tfdiffgan import models
 from tfdiffgan import optim
+from tfdiffgan import placement as placement_lib
 from tfdiffgan import topology
 
 
@@ -30,6 +36,12 @@ def log(fmt, *args):
 
 class TrainingError(RuntimeError):
   """Training cannot go on (e.g. NaN losses); what was saved before is kept."""
+
+
+# What a collective raises when a peer worker is gone: its health check aborts (Unavailable,
+# Cancelled, Aborted) or the collective times out (DeadlineExceeded).
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+               tf.errors.CancelledError, tf.errors.AbortedError)
 
 
 def build_network(config, num_data_agents):
@@ -59,17 +71,23 @@ def build_network(config, num_data_agents):
   return topology.StaticSchedule(A, rounds), A, K
 
 
-def make_agents(config, num_agents, A, strategy):
-  """K generators and discriminators, each agent seeded on its own so agent k's initial weights
-  do not depend on K (non-cooperative agents are then exactly independent runs), each built on
-  the device of the replica that owns it."""
+def make_generator(config, k):
+  """Agent k's generator, initialised from its own seed (the same whoever builds it)."""
+  keras.utils.set_random_seed(config.seed * 1000 + k)
+  return models.make_generator(config.model.latent_dim, config.model.width, name=f"generator_{k}")
+
+
+def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, support=None):
+  """The agents this process owns (``agent_ids``, default all K): generator, discriminator and
+  optimizers, each agent seeded on its own so agent k's initial weights depend neither on K nor
+  on where or in what order it is built (non-cooperative agents are then exactly independent
+  runs), each built on the device of the replica that owns it."""
+  agent_ids = list(range(num_agents)) if agent_ids is None else list(agent_ids)
   gens, discs, d_opts, g_opts = [], [], [], []
-  for k in range(num_agents):
+  for k in agent_ids:
     device = diffusion.agent_device(strategy, k, num_agents)
     with tf.device(device) if device else contextlib.nullcontext():
-      keras.utils.set_random_seed(config.seed * 1000 + k)
-      gens.append(models.make_generator(config.model.latent_dim, config.model.width,
-                                        name=f"generator_{k}"))
+      gens.append(make_generator(config, k))
       discs.append(models.make_discriminator(config.model.width, name=f"discriminator_{k}"))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
                                          config.train.beta1, config.train.clip_norm))
@@ -77,16 +95,21 @@ def make_agents(config, num_agents, A, strategy):
                                          config.train.beta1, config.train.clip_norm))
   return diffusion.DiffusionStep(gens, discs, d_opts, g_opts, A, n_d=config.train.n_d,
                                  n_g=config.train.n_g, latent_dim=config.model.latent_dim,
-                                 loss=config.train.loss, seed=config.seed, strategy=strategy)
+                                 loss=config.train.loss, seed=config.seed, strategy=strategy,
+                                 agent_ids=agent_ids, worker=worker, exchange=config.train.exchange,
+                                 support=support, timeout_seconds=config.train.collective_timeout)
 
 
-def load_shards(config):
-  """The agents' private image shards (uint8), and the dataset's test split."""
-  arrays = data_lib.load_dataset(config.data.name, config.data.source_dir, verbose=True)
+def load_shards(config, agent_ids=None, verbose=True):
+  """The private image shards (uint8) of the agents ``agent_ids`` (default: all), every agent's
+  class counts, and the dataset. A worker partitions the whole dataset the same way as every
+  other worker, then keeps only its own agents' images."""
+  arrays = data_lib.load_dataset(config.data.name, config.data.source_dir, verbose=verbose)
   parts = data_lib.partition(arrays["y_train"], config.num_agents, config.data.partition,
                              seed=config.seed, classes=config.data.classes,
                              alpha=config.data.dirichlet_alpha)
-  shards = [arrays["x_train"][p] for p in parts]
+  agent_ids = range(len(parts)) if agent_ids is None else agent_ids
+  shards = [arrays["x_train"][parts[k]] for k in agent_ids]
   labels = [np.bincount(arrays["y_train"][p], minlength=data_lib.NUM_CLASSES) for p in parts]
   return shards, labels, arrays
 
@@ -102,41 +125,121 @@ class Trainer:
 
   def __init__(self, config, workdir):
     config_lib.validate(config)
+    # multiworker: the strategy must exist before any other TensorFlow op in the process.
+    self.strategy = diffusion.make_strategy(config.train.strategy, config.train.replicas,
+                                            config.train.collective_timeout)
+    self.multiworker = diffusion.is_multiworker(self.strategy)
+    self.num_workers, self.worker = 1, None
+    if self.multiworker:
+      self.num_workers, self.worker = placement_lib.cluster_from_env()
+    self.chief = not self.worker  # worker 0 (or the only process) writes the shared files
     config_lib.check_resume(workdir, config)
     self.config, self.workdir = config, workdir
     tf.random.set_seed(config.seed)
 
-    shards, self.shard_labels, self.arrays = load_shards(config)
-    self.schedule, self.A, self.K = build_network(config, len(shards))
+    K = 1 if config.train.mode == "centralized" else config.num_agents
+    self.placement = placement_lib.Placement(K, self.num_workers)
+    self.agent_ids = (self.placement.agents_of(self.worker) if self.multiworker
+                      else list(range(K)))
+    shards, self.shard_labels, self.arrays = load_shards(
+        config, None if config.train.mode == "centralized" else self.agent_ids,
+        verbose=self.chief)
+    self.schedule, self.A, self.K = build_network(config, config.num_agents)
     self.lambda2 = topology.lambda2(self.A)
     self.batch_size = config.data.batch_size
     if config.train.mode == "centralized":  # same samples per iteration as K agents of batch B
       shards, self.batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
     self.shards = shards
 
-    self.strategy = diffusion.make_strategy(config.train.strategy, config.train.replicas)
-    self.step = make_agents(config, self.K, self.A, self.strategy)
+    self.step = make_agents(config, self.K, self.A, self.strategy, self.agent_ids, self.worker,
+                            support=self.schedule.support())
     self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
     self.checkpoint = tf.train.Checkpoint(iteration=self.iteration, **self.step.trackables())
-    self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(workdir, "checkpoints"),
+    self.checkpoint_dir = os.path.join(workdir, "checkpoints")
+    if self.multiworker:
+      self.checkpoint_dir = os.path.join(self.checkpoint_dir, f"worker-{self.worker}")
+    self._check_placement()
+    self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir,
                                               max_to_keep=config.train.keep_checkpoints)
-    if self.manager.latest_checkpoint:
-      self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-      log("resumed %s at iteration %d", self.manager.latest_checkpoint,
-          int(self.iteration.numpy()))
+    resume = self._resume_point()
+    if resume:
+      self.checkpoint.restore(resume).assert_existing_objects_matched()
+      log("resumed %s at iteration %d", resume, int(self.iteration.numpy()))
     elif config.train.init_from:
       self.warm_start(config.train.init_from)
     # Written only once the run has built: a bad config must not leave a config.json behind
     # that would then refuse the corrected one as an incompatible resume.
-    config_lib.write(workdir, config)
-    self.writer = tf.summary.create_file_writer(workdir)
+    if self.chief:
+      config_lib.write(workdir, config)
+      self._write_placement()
+    self.writer = (tf.summary.create_file_writer(workdir) if self.chief
+                   else tf.summary.create_noop_writer())
     self._evaluator = None
+    self._shadow = {}          # chief, multiworker: generators of other workers' agents
+    self._network_gens = None  # (iteration, generators) last gathered
     count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
     d_params, g_params = count(self.step.discriminators[0]), count(self.step.generators[0])
     self.params_per_round = np.array([d_params] * config.train.n_d + [g_params] * config.train.n_g,
                                      np.float64)  # one message = one agent's D or G weights
     self.fixed_noise = np.random.default_rng(config.seed).normal(
         size=(100, config.model.latent_dim)).astype(np.float32)
+
+  # ------------------------------------------------------------------------ placement
+
+  def _placement_record(self):
+    return {"processes": self.num_workers, **self.placement.to_dict()}
+
+  def _check_placement(self):
+    """Refuses a relaunch whose workers would not find their agents' checkpoints."""
+    path = os.path.join(self.workdir, "checkpoints", "placement.json")
+    if not os.path.exists(path):
+      return
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("processes") != self.num_workers:
+      how = (f"bin/launch --workers={saved['processes']} -- bin/train ... "
+             "--config.train.strategy=multiworker" if saved.get("processes", 1) > 1
+             else "one process (--config.train.strategy=default or mirrored)")
+      raise config_lib.ConfigError(
+          f"{self.workdir} was trained by {saved.get('processes')} process(es), each "
+          f"checkpointing its own agents; this launch has {self.num_workers}. Resume it with "
+          f"{how}, or train in a new --workdir.")
+
+  def _write_placement(self):
+    os.makedirs(os.path.join(self.workdir, "checkpoints"), exist_ok=True)
+    path = os.path.join(self.workdir, "checkpoints", "placement.json")
+    with open(path + ".tmp", "w") as f:
+      json.dump(self._placement_record(), f, indent=2)
+    os.replace(path + ".tmp", path)
+
+  def _resume_point(self):
+    """The checkpoint to resume from: the latest one, or with several workers the latest
+    iteration that every worker has saved (a worker killed while saving may lag one behind)."""
+    if not self.multiworker:
+      return self.manager.latest_checkpoint
+    keep = self.config.train.keep_checkpoints + 1
+    mine = [int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints][-keep:]
+    mine = np.array(mine + [-1] * (keep - len(mine)), np.int64)
+
+    def replica_fn():
+      return tf.distribute.get_replica_context().all_gather(tf.constant(mine)[None], axis=0)
+
+    every = self.strategy.experimental_local_results(
+        tf.function(lambda: self.strategy.run(replica_fn))())[0].numpy()
+    common = set(every[0].tolist())
+    for row in every[1:]:
+      common &= set(row.tolist())
+    common.discard(-1)
+    if common:
+      return os.path.join(self.checkpoint_dir, f"ckpt-{max(common)}")
+    if (every >= 0).any():
+      raise TrainingError(
+          f"the workers of {self.workdir} hold no checkpoint of a common iteration (saved: "
+          + "; ".join(f"worker {w}: {[int(x) for x in row if x >= 0]}"
+                      for w, row in enumerate(every))
+          + "); a checkpoint directory was removed or the run crashed while saving. Train in a "
+          "new --workdir.")
+    return None
 
   def warm_start(self, source):
     """Loads every agent's G and D weights (BatchNorm statistics included) from another run's
@@ -148,8 +251,9 @@ class Trainer:
       if path is None:
         raise config_lib.ConfigError(f"train.init_from={source!r} holds no checkpoint under "
                                      "checkpoints/; train that run first.")
-    weights = tf.train.Checkpoint(generators=self.step.generators,
-                                  discriminators=self.step.discriminators)
+    trackables = self.step.trackables()
+    weights = tf.train.Checkpoint(generators=trackables["generators"],
+                                  discriminators=trackables["discriminators"])
     try:
       weights.read(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -162,30 +266,73 @@ class Trainer:
 
   def describe(self):
     c = self.config
+    if self.multiworker:
+      log("worker %d of %d: agents %s", self.worker, self.num_workers, self.agent_ids)
+    if not self.chief:
+      return
     log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s optimizer=%s mu=%s "
-        "n_d=%d n_g=%d strategy=%s (%d replica(s))", c.train.mode, self.K, c.topology.graph,
-        c.topology.rule, self.lambda2, c.data.name, c.data.partition, c.model.width,
-        c.train.optimizer, c.train.learning_rate, c.train.n_d, c.train.n_g, c.train.strategy,
-        self.strategy.num_replicas_in_sync)
+        "n_d=%d n_g=%d strategy=%s (%d worker(s), %s exchange)", c.train.mode, self.K,
+        c.topology.graph, c.topology.rule, self.lambda2, c.data.name, c.data.partition,
+        c.model.width, c.train.optimizer, c.train.learning_rate, c.train.n_d, c.train.n_g,
+        c.train.strategy, self.strategy.num_replicas_in_sync, self.step.exchange.name)
     for k, counts in enumerate(self.shard_labels):
       log("agent %d: %d images, classes %s", k, int(counts.sum()),
           [int(c) for c in np.flatnonzero(counts)])
 
+  def network_generators(self):
+    """Every agent's generator, on the chief; None on the other workers. With several worker
+    processes the chief gathers the generators' weights (BatchNorm statistics included) into
+    copies of the other workers' models: a collective, so every worker calls it at the same
+    point of the loop."""
+    done = int(self.iteration.numpy())
+    if self._network_gens and self._network_gens[0] == done:
+      return self._network_gens[1]
+    if not self.multiworker:
+      gens = self.step.generators
+    else:
+      W = self.step.gather_weights("generators", variables="all")
+      gens = None
+      if self.chief:
+        gens = []
+        for k in range(self.K):
+          if k in self.agent_ids:
+            gens.append(self.step.generators[self.agent_ids.index(k)])
+            continue
+          if k not in self._shadow:
+            self._shadow[k] = make_generator(self.config, k)
+          g = self._shadow[k]
+          offset = 0
+          for v in models.combined_variables(g):
+            size = int(np.prod(v.shape))
+            v.assign(W[k, offset:offset + size].reshape(v.shape).astype(np.float32))
+            offset += size
+          gens.append(g)
+    self._network_gens = (done, gens)
+    return gens
+
   def sample_grids(self):
     """A 10x10 grid per agent from fixed noise, in inference mode (as the export will draw)."""
+    gens = self.network_generators()
+    if gens is None:
+      return None
     return [export_lib.image_grid(g(self.fixed_noise, training=False).numpy(), rows=10)
-            for g in self.step.generators]
+            for g in gens]
 
   def write_samples(self, step):
     grids = self.sample_grids()
+    if grids is None:
+      return
     with self.writer.as_default(step=step):
       for k, grid in enumerate(grids):
         tf.summary.image(f"samples/agent_{k}", grid[None].astype(np.float32) / 255.0)
         export_lib.write_png(os.path.join(self.workdir, "samples", f"agent_{k}.png"), grid)
 
   def export(self):
+    gens = self.network_generators()
+    if gens is None:
+      return []
     paths = []
-    for k, g in enumerate(self.step.generators):
+    for k, g in enumerate(gens):
       paths.append(export_lib.export_generator(
           g, os.path.join(self.workdir, "export", f"agent_{k}"), self.config.model.latent_dim))
     return paths
@@ -198,10 +345,13 @@ class Trainer:
 
   def evaluate(self, step, num_samples):
     """FID, KID and class coverage of every agent against the real test split (Fig. 3)."""
+    gens = self.network_generators()
+    if gens is None:
+      return None
     per_agent = [self.evaluator.score_generator(lambda z, g=g: g(z, training=False),
                                                 self.config.model.latent_dim, num_samples,
                                                 seed=self.config.seed + 1)
-                 for g in self.step.generators]
+                 for g in gens]
     network = metrics.network_summary(per_agent)
     with self.writer.as_default(step=step):
       for k, m in enumerate(per_agent):
@@ -219,22 +369,56 @@ class Trainer:
     return entry
 
   def disagreements(self):
-    return (diffusion.disagreement(self.step.discriminators),
-            diffusion.disagreement(self.step.generators))
+    """Network disagreement of D and G over all K agents (gathered from every worker)."""
+    return (diffusion.disagreement_of(self.step.gather_weights("discriminators")),
+            diffusion.disagreement_of(self.step.gather_weights("generators")))
 
   # ------------------------------------------------------------------------------------ loop
 
+  def _log_progress(self, done, total, d_loss, g_loss, dis_d, dis_g, speed, sent_per_iteration):
+    with self.writer.as_default(step=done):
+      for k in range(self.K):
+        tf.summary.scalar(f"loss_d/agent_{k}", d_loss[k])
+        tf.summary.scalar(f"loss_g/agent_{k}", g_loss[k])
+      tf.summary.scalar("disagreement/discriminator", dis_d)
+      tf.summary.scalar("disagreement/generator", dis_g)
+      tf.summary.scalar("speed/iterations_per_second", speed)
+      tf.summary.scalar("communication/parameters_per_iteration", sent_per_iteration)
+    with open(os.path.join(self.workdir, "log.jsonl"), "a") as f:  # curves for bin/reproduce
+      f.write(json.dumps({"iteration": done, "d_loss": d_loss.tolist(),
+                          "g_loss": g_loss.tolist(), "disagreement_discriminator": dis_d,
+                          "disagreement_generator": dis_g, "iterations_per_second": speed})
+              + "\n")
+    log("iter %d/%d | D %.3f G %.3f (mean over agents) | disagreement D %.2e G %.2e "
+        "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
+        dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
+
   def run(self):
+    """Trains to config.train.iterations; with several workers, a lost peer ends every worker
+    with a TrainingError that says how to resume instead of a hang or a stack of RPC errors."""
+    if not self.multiworker:
+      return self._run()
+    try:
+      return self._run()
+    except PEER_ERRORS as e:
+      raise TrainingError(
+          f"worker {self.worker} lost contact with the other workers "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). A worker died or is "
+          f"unreachable, so every worker stops. Relaunch the same command to resume from the "
+          f"latest checkpoint all workers hold (under {os.path.dirname(self.checkpoint_dir)}).")
+
+  def _run(self):
     c = self.config
     total, start = int(c.train.iterations), int(self.iteration.numpy())
     self.describe()
     record = {"lambda_2": self.lambda2, "combination_matrix": self.A.tolist(), "num_agents": self.K,
               "shard_classes": [np.flatnonzero(x).tolist() for x in self.shard_labels],
               "start_iteration": start}
-    if start >= total:
+    if start >= total and self.chief:
       log("workdir already holds %d >= %d iterations; exporting only", start, total)
     pipeline = data_lib.network_pipeline(self.shards, self.batch_size, c.train.n_d, c.seed,
-                                         skip_iterations=start)
+                                         skip_iterations=start,
+                                         agent_ids=self.step.agent_ids)
     batches = iter(pipeline)
     t_start = time.time()
     t_window, i_window = t_start, start
@@ -242,14 +426,16 @@ class Trainer:
     out = None
     sent = 0.0
     static = isinstance(self.schedule, topology.StaticSchedule)  # its A is already in the step
+    active = getattr(self.schedule, "active", lambda i: None)   # agents offline, if any
     for i in range(start, total):
       t0 = time.time()
-      out = self.step(next(batches), None if static else self.schedule.matrices(i))
+      out = self.step(next(batches), None if static else self.schedule.matrices(i), active(i))
       sent += float(self.schedule.messages(i) @ self.params_per_round)
       d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
       if trace_time is None:
         trace_time = time.time() - t0
-        log("first iteration (tracing the step) took %.1fs", trace_time)
+        if self.chief:
+          log("first iteration (tracing the step) took %.1fs", trace_time)
       if not (np.all(np.isfinite(d_loss)) and np.all(np.isfinite(g_loss))):
         bad = sorted(set(np.flatnonzero(~np.isfinite(d_loss)).tolist() +
                          np.flatnonzero(~np.isfinite(g_loss)).tolist()))
@@ -266,23 +452,10 @@ class Trainer:
         now = time.time()
         speed = (done - i_window) / max(now - t_window, 1e-9)
         t_window, i_window = now, done
-        dis_d, dis_g = self.disagreements()
-        with self.writer.as_default(step=done):
-          for k in range(self.K):
-            tf.summary.scalar(f"loss_d/agent_{k}", d_loss[k])
-            tf.summary.scalar(f"loss_g/agent_{k}", g_loss[k])
-          tf.summary.scalar("disagreement/discriminator", dis_d)
-          tf.summary.scalar("disagreement/generator", dis_g)
-          tf.summary.scalar("speed/iterations_per_second", speed)
-          tf.summary.scalar("communication/parameters_per_iteration", sent / (done - start))
-        with open(os.path.join(self.workdir, "log.jsonl"), "a") as f:  # curves for bin/reproduce
-          f.write(json.dumps({"iteration": done, "d_loss": d_loss.tolist(),
-                              "g_loss": g_loss.tolist(), "disagreement_discriminator": dis_d,
-                              "disagreement_generator": dis_g, "iterations_per_second": speed})
-                  + "\n")
-        log("iter %d/%d | D %.3f G %.3f (mean over agents) | disagreement D %.2e G %.2e "
-            "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
-            dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
+        dis_d, dis_g = self.disagreements()  # a collective: every worker takes part
+        if self.chief:
+          self._log_progress(done, total, d_loss, g_loss, dis_d, dis_g, speed,
+                             sent / (done - start))
       if c.eval.eval_every and done % c.eval.eval_every == 0 and done < total:
         self.evaluate(done, c.eval.periodic_samples)
       if done % c.train.sample_every == 0:
@@ -305,8 +478,13 @@ class Trainer:
         "disagreement_discriminator": dis_d, "disagreement_generator": dis_g,
         "final_d_loss": None if out is None else out["d_loss"].numpy().tolist(),
         "final_g_loss": None if out is None else out["g_loss"].numpy().tolist(),
-        "exports": paths,
+        "exports": paths, "placement": self._placement_record(),
+        "exchange": self.step.exchange.name,
+        "exchange_bytes_per_iteration": self.step.exchange.traffic,  # this worker's
     })
+    if not self.chief:
+      log("worker %d done: %d iterations in %s", self.worker, done - start, _fmt_time(elapsed))
+      return record
     if c.eval.final_samples:
       final = self.evaluate(done, c.eval.final_samples)
       with open(os.path.join(self.workdir, "metrics.json"), "w") as f:

@@ -1,0 +1,154 @@
+"""Exchange: the combine step (eq. 10b) for the agents one worker owns, whatever their placement.
+
+One interface, ``combine(phi_local, A, worker) -> w_local``: phi_local stacks this worker's L agents'
+copies of each shared variable ([L, ...] per variable, slot order), A is the round's K x K matrix,
+and the result is w_k = sum_l a_lk phi_l for the same L agents. Three implementations, the same
+numbers whichever is used (tests/test_exchange.py, tests/test_multiworker.py):
+
+  local      every agent in this replica: one ``tf.tensordot`` per variable with A (K = L).
+  allgather  collective all-gather of every worker's phi (one flat buffer per round), then the
+             worker's own columns of A. Each worker receives (K - L) P numbers a round.
+  neighbors  pairwise collective groups, one per pair of workers with an edge between their agents
+             (``all_gather_v2`` with group_size=2, one group key per pair, issued in one global
+             order so no two workers wait on each other): a worker receives only its neighbours'
+             phi, deg_w L P numbers a round instead of (K - L) P.
+
+Each exchange also counts, while its round is built, the bytes it hands to and receives from its
+collectives per iteration (``traffic``): what the bench reports beside the formulas.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+EXCHANGES = ("local", "allgather", "neighbors")
+
+# Keys of the pairwise groups: far above those MultiWorkerMirroredStrategy hands out (it counts up
+# from 1), so the two never collide.
+_GROUP_KEY_BASE = 1_000_000
+_INSTANCE_KEY_BASE = 10_000_000
+
+
+def mix(A_columns, phi):
+  """Combine step (eq. 10b): w_k = sum_l a_lk phi_l for the agents whose columns of A are given.
+
+  phi stacks K agents' copies of one variable on a leading axis, [K, ...]; A_columns is [K, L];
+  the result is [L, ...]. With all K columns this is A^T Phi, one tensordot per variable.
+  """
+  return tf.tensordot(A_columns, phi, axes=[[0], [0]])
+
+
+def flatten(phi_local):
+  """[L, ...] per variable -> one [L, P] buffer, and what ``unflatten`` needs to undo it."""
+  L = phi_local[0].shape[0]
+  shapes = [p.shape[1:] for p in phi_local]
+  sizes = [int(np.prod(s)) for s in shapes]
+  return tf.concat([tf.reshape(p, [L, -1]) for p in phi_local], axis=1), (shapes, sizes)
+
+
+def unflatten(flat, layout):
+  shapes, sizes = layout
+  return [tf.reshape(part, [-1, *shape])
+          for part, shape in zip(tf.split(flat, sizes, axis=1), shapes)]
+
+
+class Exchange:
+  """Base: knows the placement; subclasses implement ``combine``."""
+
+  name = None
+
+  def __init__(self, placement):
+    self.placement = placement
+    self.traffic = {"sent": 0, "received": 0}  # bytes per iteration, counted while tracing
+    self._round = 0
+
+  def begin_iteration(self):
+    """Called once at the start of each traced iteration: rounds are numbered from 0 again."""
+    self.traffic = {"sent": 0, "received": 0}
+    self._round = 0
+
+  def own_columns(self, A, worker):
+    own = self.placement.agents_of(worker)
+    return tf.gather(A, own, axis=1)  # [K, L]
+
+  def combine(self, phi_local, A, worker):
+    raise NotImplementedError
+
+
+class LocalExchange(Exchange):
+  """Every agent lives in this replica (one worker): one tensordot per variable."""
+
+  name = "local"
+
+  def combine(self, phi_local, A, worker=0):
+    if self.placement.num_workers != 1:
+      raise ValueError("the local exchange needs every agent in one replica")
+    return [mix(A, p) for p in phi_local]
+
+
+class AllGatherExchange(Exchange):
+  """All-gather phi from every worker (tf.distribute's replica context), mix own columns."""
+
+  name = "allgather"
+
+  def combine(self, phi_local, A, worker):
+    flat, layout = flatten(phi_local)
+    ctx = tf.distribute.get_replica_context()
+    gathered = ctx.all_gather(flat, axis=0)              # [K, P], ordered by worker = by agent id
+    nbytes = int(np.prod(flat.shape)) * flat.dtype.size
+    N = self.placement.num_workers
+    self.traffic["sent"] += (N - 1) * nbytes             # a ring forwards N - 1 blocks of L P
+    self.traffic["received"] += (N - 1) * nbytes
+    self._round += 1
+    return unflatten(mix(self.own_columns(A, worker), gathered), layout)
+
+
+class NeighborExchange(Exchange):
+  """Only the owners of in-neighbours send: one pairwise collective group per pair of workers
+  whose agents share an edge of ``support`` (the union of every round's A_t pattern)."""
+
+  name = "neighbors"
+
+  def __init__(self, placement, support, timeout_seconds=0.0):
+    super().__init__(placement)
+    support = np.asarray(support) != 0
+    self.pairs = placement.worker_pairs(support)
+    self.timeout = float(timeout_seconds)
+
+  def combine(self, phi_local, A, worker):
+    from tensorflow.python.ops import collective_ops  # pylint: disable=g-import-not-at-top
+    flat, layout = flatten(phi_local)
+    N, P = self.placement.num_workers, self.placement.per_worker
+    blocks = {worker: flat}
+    last = None
+    for index, (a, b) in enumerate(self.pairs):          # one global order on every worker
+      if worker not in (a, b):
+        continue
+      with tf.control_dependencies([last] if last is not None else []):
+        pair = collective_ops.all_gather_v2(
+            flat, group_size=2, group_key=_GROUP_KEY_BASE + a * N + b,
+            instance_key=_INSTANCE_KEY_BASE + self._round * len(self.pairs) + index,
+            timeout=self.timeout)                        # [2L, P], lower task index first
+      last = pair
+      other = b if worker == a else a
+      blocks[other] = pair[P:] if worker == a else pair[:P]
+      nbytes = int(np.prod(flat.shape)) * flat.dtype.size
+      self.traffic["sent"] += nbytes
+      self.traffic["received"] += nbytes
+    self._round += 1
+    workers = sorted(blocks)
+    agents = [k for w in workers for k in self.placement.agents_of(w)]
+    phi = tf.concat([blocks[w] for w in workers], axis=0)           # [deg_w L + L, P]
+    A_rows = tf.gather(self.own_columns(A, worker), agents, axis=0)  # a_lk, l in reach
+    return unflatten(mix(A_rows, phi), layout)
+
+
+def make_exchange(name, placement, support=None, timeout_seconds=0.0):
+  if name == "local":
+    return LocalExchange(placement)
+  if name == "allgather":
+    return AllGatherExchange(placement)
+  if name == "neighbors":
+    if support is None:
+      raise ValueError("the neighbors exchange needs the graph's support")
+    return NeighborExchange(placement, support, timeout_seconds)
+  raise ValueError(f"unknown exchange {name!r}; choose one of {EXCHANGES}.")
