@@ -1,0 +1,214 @@
+"""Agents owned by processes: every placement computes the same network, the exchange equals
+numpy's w_k = sum_l a_lk phi_l with a non-symmetric A, a dead worker stops the others cleanly and
+a relaunch resumes exactly, and bin/launch fails fast on a bad flag.
+
+Worker processes are started through bin/launch (loopback ports from binding port 0)."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, tiny_config
+from tfdiffgan import launch, trainer
+
+# A 4-cycle whose weights differ by direction: doubly stochastic, not symmetric, so A and A^T
+# give different networks (a_{k-1,k} = 0.3, a_{k+1,k} = 0.2, a_kk = 0.5).
+P = np.roll(np.eye(4), 1, axis=1)
+NONSYMMETRIC = 0.5 * np.eye(4) + 0.3 * P + 0.2 * P.T
+
+
+def _matrix_file(tmp_path):
+  path = str(tmp_path / "A.txt")
+  np.savetxt(path, NONSYMMETRIC)
+  return path
+
+
+def _env():
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+
+
+def _launch(workers, *command, timeout=400):
+  cmd = [sys.executable, os.path.join(ROOT, "bin", "launch"), f"--workers={workers}", "--",
+         *command]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=ROOT)
+
+
+def _train_flags(idx_dir, workdir, matrix, *extra, iterations=2):
+  return [os.path.join(ROOT, "bin", "train"), f"--config={os.path.join(ROOT, 'configs', 'mnist_iid.py')}",
+          f"--workdir={workdir}", f"--config.data.source_dir={idx_dir}", "--config.num_agents=4",
+          "--config.topology.rule=file", f"--config.topology.matrix_file={matrix}",
+          "--config.model.width=0.125", "--config.model.latent_dim=16",
+          "--config.data.batch_size=8", f"--config.train.iterations={iterations}",
+          "--config.train.n_d=2", "--config.train.log_every=1", "--config.train.sample_every=1000",
+          "--config.train.checkpoint_every=1000", "--config.eval.eval_every=0",
+          "--config.eval.final_samples=0", *extra]
+
+
+def _agent_weights(workdir):
+  """{checkpoint key: value} of every agent's G and D, merged over the workers' checkpoints."""
+  out = {}
+  dirs = sorted(glob.glob(os.path.join(workdir, "checkpoints", "worker-*"))) or \
+      [os.path.join(workdir, "checkpoints")]
+  for d in dirs:
+    reader = tf.train.load_checkpoint(d)
+    for name in reader.get_variable_to_shape_map():
+      if name.startswith(("generators/agent_", "discriminators/agent_")):
+        out[name] = reader.get_tensor(name)
+  return out
+
+
+def test_exchanges_equal_numpy_with_nonsymmetric_matrix(tmp_path):
+  """allgather and neighbors, over 2 and 4 worker processes: w_k = sum_l a_lk phi_l exactly as
+  numpy computes it (and not with A^T), and neighbors moves deg/(N-1) of allgather's bytes."""
+  matrix = _matrix_file(tmp_path)
+  rng = np.random.default_rng(0)
+  phi = [rng.normal(size=(4, 3, 5)).astype(np.float32), rng.normal(size=(4, 7)).astype(np.float32)]
+  expected = [np.tensordot(NONSYMMETRIC.T, p, axes=1) for p in phi]  # [k] = sum_l a_lk phi_l
+  transposed = [np.tensordot(NONSYMMETRIC, p, axes=1) for p in phi]
+  nbytes = 4 * (15 + 7)  # one agent's phi, float32
+  for workers in (2, 4):
+    out = tmp_path / f"n{workers}"
+    out.mkdir()
+    result = _launch(workers, os.path.join(ROOT, "tests", "workers", "exchange_worker.py"),
+                     str(out), matrix)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    L = 4 // workers
+    for w in range(workers):
+      saved = json.load(open(out / f"worker-{w}.json"))
+      own = saved["agents"]
+      assert own == list(range(w * L, (w + 1) * L))
+      for name, r in saved["results"].items():
+        for got, want, wrong in zip(r["w"], expected, transposed):
+          np.testing.assert_allclose(np.array(got), want[own], atol=1e-6, err_msg=name)
+          assert not np.allclose(np.array(got), wrong[own], atol=1e-3)
+      ring_peers = workers - 1
+      neighbour_workers = 1 if workers == 2 else 2  # blocks {0,1},{2,3} touch once; 4-cycle: 2
+      assert saved["results"]["allgather"]["traffic"]["received"] == ring_peers * L * nbytes
+      assert saved["results"]["neighbors"]["traffic"]["received"] == neighbour_workers * L * nbytes
+
+
+def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
+  """K = 4, non-symmetric A: one process; mirrored over 2 replicas; 2 worker processes with
+  allgather; 2 and 4 worker processes with neighbors: the same weights to 1e-5."""
+  matrix = _matrix_file(tmp_path)
+  c = tiny_config(idx_dir, **{"num_agents": 4, "data.partition": "iid", "topology.rule": "file",
+                              "topology.matrix_file": matrix, "model.latent_dim": 16,
+                              "train.iterations": 2, "train.checkpoint_every": 1000,
+                              "train.sample_every": 1000})
+  reference_dir = str(tmp_path / "default")
+  trainer.Trainer(c, reference_dir).run()
+  reference = _agent_weights(reference_dir)
+  assert len(reference) > 40
+  runs = {"mirrored2": (1, ["--config.train.strategy=mirrored", "--config.train.replicas=2"]),
+          "allgather2": (2, ["--config.train.strategy=multiworker",
+                             "--config.train.exchange=allgather"]),
+          "neighbors2": (2, ["--config.train.strategy=multiworker",
+                             "--config.train.exchange=neighbors"]),
+          "neighbors4": (4, ["--config.train.strategy=multiworker",
+                             "--config.train.exchange=neighbors"])}
+  worst = {}
+  for name, (workers, extra) in runs.items():
+    workdir = str(tmp_path / name)
+    result = _launch(workers, *_train_flags(idx_dir, workdir, matrix, *extra))
+    assert result.returncode == 0, result.stdout[-3000:]
+    got = _agent_weights(workdir)
+    assert set(got) == set(reference), name
+    worst[name] = max(float(np.max(np.abs(got[k] - reference[k]))) for k in reference)
+    if workers > 1:
+      record = json.load(open(os.path.join(workdir, "run.json")))
+      assert record["placement"]["processes"] == workers
+      assert len(os.listdir(os.path.join(workdir, "export"))) == 4  # the chief exported all
+  print("max abs weight difference vs one process:", worst)
+  assert max(worst.values()) < 1e-5, worst
+  # the agents did train apart (so equality is not trivial)
+  g0 = [k for k in reference if k.startswith("generators/agent_0/")][0]
+  assert not np.allclose(reference[g0], reference[g0.replace("agent_0", "agent_1")])
+
+
+def _wait_for(predicate, timeout):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return True
+    time.sleep(0.2)
+  return False
+
+
+def test_dead_worker_stops_the_others_and_relaunch_resumes_exactly(tmp_path, idx_dir):
+  matrix = _matrix_file(tmp_path)
+  extra = ["--config.train.strategy=multiworker", "--config.train.exchange=neighbors",
+           "--config.train.checkpoint_every=5", "--config.train.collective_timeout=30"]
+  straight = str(tmp_path / "straight")
+  result = _launch(2, *_train_flags(idx_dir, straight, matrix, *extra, iterations=30))
+  assert result.returncode == 0, result.stdout[-3000:]
+
+  workdir = str(tmp_path / "killed")
+  flags = _train_flags(idx_dir, workdir, matrix, *extra, iterations=30)
+  procs = []
+  for i, tf_config in enumerate(launch.tf_configs(2)):
+    procs.append(subprocess.Popen([sys.executable, *flags], env=dict(_env(), TF_CONFIG=tf_config),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  ckpt = os.path.join(workdir, "checkpoints", "worker-1", "ckpt-5.index")
+  assert _wait_for(lambda: os.path.exists(ckpt), 240), procs[1].communicate()[1][-2000:]
+  procs[1].send_signal(signal.SIGKILL)
+  t0 = time.time()
+  _, err = procs[0].communicate(timeout=120)
+  waited = time.time() - t0
+  assert procs[0].returncode == 2, err[-3000:]
+  assert "lost contact with the other workers" in err and "Relaunch the same command" in err
+  assert "Traceback" not in err
+  assert waited < 90, waited
+
+  result = _launch(2, *flags)
+  assert result.returncode == 0, result.stdout[-3000:]
+  assert "resumed" in result.stdout
+  a, b = _agent_weights(straight), _agent_weights(workdir)
+  assert set(a) == set(b)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_relaunch_with_other_worker_count_is_refused(tmp_path, idx_dir):
+  matrix = _matrix_file(tmp_path)
+  workdir = str(tmp_path / "run")
+  c = tiny_config(idx_dir, **{"num_agents": 4, "data.partition": "iid", "topology.rule": "file",
+                              "topology.matrix_file": matrix, "train.iterations": 1})
+  trainer.Trainer(c, workdir).run()
+  result = _launch(2, *_train_flags(idx_dir, workdir, matrix, "--config.train.strategy=multiworker",
+                                    iterations=1))
+  assert result.returncode == 2
+  assert "trained by 1 process(es)" in result.stdout and "new --workdir" in result.stdout
+
+
+def test_launch_fails_fast_on_a_bad_flag(tmp_path):
+  t0 = time.time()
+  result = _launch(3, os.path.join(ROOT, "bin", "train"), "--config=" +
+                   os.path.join(ROOT, "configs", "mnist_iid.py"), f"--workdir={tmp_path}/w",
+                   "--config.train.strategy=multiworker", "--no_such_flag=1", timeout=120)
+  assert result.returncode != 0
+  assert "no_such_flag" in result.stdout
+  assert "stopping the others" in result.stdout or result.stdout.count("no_such_flag") >= 1
+  assert time.time() - t0 < 100
+
+
+def test_launch_refuses_a_bad_invocation():
+  assert launch.main(["--workers=2"]) == 2              # no '--' and no command
+  assert launch.main(["--workers=0", "--", "true"]) == 2
+  assert launch.main(["--bogus", "--", "true"]) == 2
+  assert launch.main(["--workers=2", "--", "true"]) == 0
+
+
+def test_tf_configs_name_distinct_free_ports():
+  configs = [json.loads(c) for c in launch.tf_configs(3)]
+  hosts = configs[0]["cluster"]["worker"]
+  assert len(set(hosts)) == 3 and all(h.startswith("127.0.0.1:") for h in hosts)
+  assert [c["task"]["index"] for c in configs] == [0, 1, 2]
+  assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
