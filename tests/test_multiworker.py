@@ -177,15 +177,18 @@ def test_dead_worker_stops_the_others_and_relaunch_resumes_exactly(tmp_path, idx
 
 
 def test_relaunch_with_other_worker_count_is_refused(tmp_path, idx_dir):
+  """Each worker checkpoints its own agents: 4 workers cannot resume what 2 saved."""
   matrix = _matrix_file(tmp_path)
   workdir = str(tmp_path / "run")
-  c = tiny_config(idx_dir, **{"num_agents": 4, "data.partition": "iid", "topology.rule": "file",
-                              "topology.matrix_file": matrix, "train.iterations": 1})
-  trainer.Trainer(c, workdir).run()
-  result = _launch(2, *_train_flags(idx_dir, workdir, matrix, "--config.train.strategy=multiworker",
-                                    iterations=1))
+  flags = _train_flags(idx_dir, workdir, matrix, "--config.train.strategy=multiworker",
+                       iterations=1)
+  assert _launch(2, *flags).returncode == 0
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints", "worker-1")))
+  result = _launch(4, *flags)
   assert result.returncode == 2
-  assert "trained by 1 process(es)" in result.stdout and "new --workdir" in result.stdout
+  assert "trained by 2 process(es)" in result.stdout and "--workers=2" in result.stdout
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "worker-1"))) == before
+  assert not os.path.exists(os.path.join(workdir, "checkpoints", "worker-3"))
 
 
 def test_launch_fails_fast_on_a_bad_flag(tmp_path):
