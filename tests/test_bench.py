@@ -95,3 +95,16 @@ def test_targets_judge_rows():
   assert not verdicts[">= 1.5x the naive reference (every K)"]  # 500/400 = 1.25x at K=2
   assert verdicts["combine overhead <= 2% of the floor at K=5"]
   assert verdicts["trace time not growing faster than K"]  # 4 s/agent at K=2, 2 s/agent after
+
+
+def test_exchange_bench_counts_what_crosses_the_wire():
+  """Two worker processes, neighbors exchange: the exchange's own count equals the formula
+  deg L P, and at least that many bytes really crossed loopback."""
+  from bench import exchange as bench_exchange  # pylint: disable=g-import-not-at-top
+  args = {"width": 0.125, "iters": 1, "n_d": 1, "batch": 4}
+  row = bench_exchange.run_setting(2, "ring", 2, "neighbors", args)
+  assert row["workers"] == 2 and row["exchange"] == "neighbors" and row["neighbour_workers"] == 1
+  assert row["sent"] == row["received"] == row["formula_bytes"] > 0
+  if row["loopback_bytes_per_iteration_worker"] is not None:
+    assert row["loopback_bytes_per_iteration_worker"] >= row["sent"]
+  assert "neighbors" in bench_exchange.table([row])
