@@ -292,6 +292,20 @@ class DiffusionStep:
 
   # ------------------------------------------------------------------- network read-outs
 
+  def gather_local(self, values):
+    """Stacks a small per-worker array (e.g. one flag per local agent) over all workers, in
+    worker order, on every worker: a collective under multiworker, the array itself otherwise."""
+    values = np.asarray(values)
+    if not self.multiworker:
+      return values
+    key = ("local", values.shape, values.dtype.str)
+    if key not in self._gather_fns:
+      def replica_fn(x):
+        return tf.distribute.get_replica_context().all_gather(x[None], axis=0)
+      self._gather_fns[key] = tf.function(lambda x: self.strategy.run(replica_fn, args=(x,)))
+    out = self._gather_fns[key](tf.constant(values))
+    return np.asarray(self.strategy.experimental_local_results(out)[0])
+
   def gather_weights(self, kind, variables="trainable"):
     """Every agent's weights of ``kind`` ('generators' or 'discriminators') as a float64 array
     [K, P], on every worker: in one process straight from the models, across workers by one

@@ -220,12 +220,7 @@ class Trainer:
     keep = self.config.train.keep_checkpoints + 1
     mine = [int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints][-keep:]
     mine = np.array(mine + [-1] * (keep - len(mine)), np.int64)
-
-    def replica_fn():
-      return tf.distribute.get_replica_context().all_gather(tf.constant(mine)[None], axis=0)
-
-    every = self.strategy.experimental_local_results(
-        tf.function(lambda: self.strategy.run(replica_fn))())[0].numpy()
+    every = self.step.gather_local(mine)  # [workers, keep]
     common = set(every[0].tolist())
     for row in every[1:]:
       common &= set(row.tolist())
