@@ -56,7 +56,7 @@ def cache(tmp_path, monkeypatch):
 
 def tiny_config(source_dir, **overrides):
   """Two agents on tiny data: a run traces and trains in a few seconds."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from tfdiffgan.configs import default  # pylint: disable=g-import-not-at-top
   c = default.get_config()
   c.num_agents = 2
   c.data.source_dir = source_dir
