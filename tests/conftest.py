@@ -10,8 +10,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as tfdiffgan/__init__.py: test what users run
+import tfdiffgan  # pylint: disable=g-import-not-at-top,unused-import  (TensorFlow's logs as users get them)
 
 
 def write_idx(path, array):
