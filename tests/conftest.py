@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as tfdiffgan/__init__.py: test what users run
-import tfdiffgan  # pylint: disable=g-import-not-at-top,unused-import  (TensorFlow's logs as users get them)
+import tfdiffgan  # pylint: disable=g-import-not-at-top,unused-import  (quiet TF, as users get)
 
 
 def write_idx(path, array):

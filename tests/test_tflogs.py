@@ -53,7 +53,8 @@ def test_tensorflow_imports_quietly_after_tfdiffgan_unless_asked(tmp_path):
   quiet = _import_tensorflow(tmp_path)
   assert quiet.stderr == "" and quiet.stdout.strip() == "3"
   loud = _import_tensorflow(tmp_path, TFDIFFGAN_TF_LOGS="1")
-  assert any(tflogs._CPP_LINE.match(line) for line in loud.stderr.splitlines()), loud.stderr  # pylint: disable=protected-access
+  cpp_line = tflogs._CPP_LINE  # pylint: disable=protected-access
+  assert any(cpp_line.match(line) for line in loud.stderr.splitlines()), loud.stderr
   assert loud.stdout.strip() == "None"
   # a level the user set is kept (it governs the run-time lines)
   assert _import_tensorflow(tmp_path, TF_CPP_MIN_LOG_LEVEL="1").stdout.strip() == "1"
