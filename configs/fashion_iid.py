@@ -1,6 +1,6 @@
 """Homogeneous Fashion-MNIST: a random equal split across five agents (Sec. 5.1)."""
 
-from configs import default
+from tfdiffgan.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Non-homogeneous Fashion-MNIST: two classes per agent; agent 0 sees T-shirts and trousers."""
 
-from configs import default
+from tfdiffgan.configs import default
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Homogeneous MNIST: a random equal split across five agents (the paper's Sec. 5.1)."""
 
-from configs import default
+from tfdiffgan.configs import default
 
 
 def get_config():

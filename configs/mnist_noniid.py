@@ -4,7 +4,7 @@ The paper's optimizer (SGD, mu = 0.05, n_d = 5, n_g = 1) at DCGAN width 0.25 so 
 learns to draw all ten digits within about 10 minutes on 2 CPU cores.
 """
 
-from configs import default
+from tfdiffgan.configs import default
 
 
 def get_config():

@@ -1,19 +1,12 @@
 """The paper's settings on MNIST (Sec. 5): full-width DCGAN, SGD mu = 0.05, n_d = 5, n_g = 1.
 
 GPU scale: about 2.4 s per iteration on 2 CPU cores. Switch shards with
---config.data.partition=classes for the non-homogeneous case.
+--config.data.partition=classes for the non-homogeneous case. The settings are shared with
+paper_fashion.py through tfdiffgan/configs/paper.py.
 """
 
-from configs import default
+from tfdiffgan.configs import paper
 
 
 def get_config():
-  config = default.get_config()
-  config.model.width = 1.0
-  config.train.clip_norm = 0.0  # the paper's plain SGD; set 5.0 if a seed diverges
-  config.train.iterations = 20000
-  config.train.log_every = 100
-  config.train.checkpoint_every = 1000
-  config.train.sample_every = 1000
-  config.eval.eval_every = 1000
-  return config
+  return paper.get_config()

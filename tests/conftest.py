@@ -10,8 +10,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as tfdiffgan/__init__.py: test what users run
+import tfdiffgan  # pylint: disable=g-import-not-at-top,unused-import  (quiet TF, as users get)
 
 
 def write_idx(path, array):
@@ -56,7 +56,7 @@ def cache(tmp_path, monkeypatch):
 
 def tiny_config(source_dir, **overrides):
   """Two agents on tiny data: a run traces and trains in a few seconds."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from tfdiffgan.configs import default  # pylint: disable=g-import-not-at-top
   c = default.get_config()
   c.num_agents = 2
   c.data.source_dir = source_dir

@@ -20,8 +20,7 @@ def _bin_train(workdir, *args):
   cmd = [sys.executable, os.path.join(ROOT, "bin", "train"),
          f"--config={os.path.join(ROOT, 'configs', 'mnist_noniid.py')}", f"--workdir={workdir}",
          *args]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
 TINY_FLAGS = ["--config.model.width=0.125", "--config.data.batch_size=16",

@@ -136,7 +136,8 @@ def main(argv=None):
   child's flags as its own."""
   argv = list(sys.argv[1:] if argv is None else argv)
   usage = ("usage: bin/launch --workers=N -- bin/train --config=CONFIG --workdir=DIR "
-           "--config.train.strategy=multiworker [--config.train.exchange=neighbors] ...")
+           "--config.train.strategy=multiworker [--config.train.exchange=neighbors] ...\n"
+           "       (installed: tfdiffgan-launch --workers=N -- tfdiffgan-train ...)")
   if "--" not in argv:
     print(f"error: separate the launcher's flags from the command with '--'.\n{usage}",
           file=sys.stderr)

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from configs import default as default_config
+from tfdiffgan.configs import default as default_config
 from tfdiffgan import data as data_lib
 from tfdiffgan import topology
 

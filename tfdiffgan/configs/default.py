@@ -1,7 +1,8 @@
 """Defaults shared by every config: the fields a run can override from the command line.
 
-Each other config starts from ``get_config()`` here and changes what differs, so a field exists
-in every config and ``--config.train.iterations=100`` works everywhere.
+Each config file starts from ``get_config()`` here (``from tfdiffgan.configs import default``) and
+changes what differs, so a field exists in every config and ``--config.train.iterations=100`` works
+everywhere. ``tfdiffgan-train --help`` lists these lines.
 """
 
 import ml_collections
