@@ -68,8 +68,9 @@ def make_strategy(name="default", replicas=1, timeout_seconds=0):
   default: one replica holds every agent. mirrored: R replicas in this process, on R GPUs when
   present, else on R logical CPU devices carved from the host CPU (before TensorFlow starts).
   multiworker: one replica per worker process, the cluster read from TF_CONFIG; it must be
-  created before any other TensorFlow op in the process, and its collectives give up after
-  ``timeout_seconds`` (0: never) so that a dead peer ends the run instead of hanging it.
+  created before any other TensorFlow op in the process. Its health check aborts the collectives
+  when a peer dies; ``timeout_seconds`` (0: none) also bounds each collective's wait, at the price
+  of a TensorFlow thread held per collective until the timeout expires.
   """
   if name == "default":
     return tf.distribute.get_strategy()

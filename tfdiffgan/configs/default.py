@@ -53,8 +53,10 @@ def get_config():
   config.train.replicas = 1             # mirrored: R replicas (GPUs, else logical CPUs), K/R agents each
   config.train.exchange = "auto"        # the combine's transport: auto | local | allgather | neighbors
   #                                       (auto: local with one worker, else allgather)
-  config.train.collective_timeout = 600.0  # multiworker: seconds a collective waits for its peers
-  #                                          (the chief's evaluations included) before the run stops
+  # multiworker: seconds a collective may wait for its peers (0 = no limit). A dead worker is
+  # found anyway, by the strategy's health check (within about a minute); a limit costs one thread
+  # per collective until it expires (TensorFlow), thousands a minute at 600 s, so keep it small.
+  config.train.collective_timeout = 0.0
   config.train.log_every = 50
   config.train.checkpoint_every = 250
   config.train.sample_every = 250
