@@ -143,8 +143,10 @@ def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
   t.step.discriminators[0].weights[0].assign(  # poison one agent's weights
       tf.fill(t.step.discriminators[0].weights[0].shape, float("nan")))
   with pytest.raises(trainer.TrainingError,
-                     match=r"non-finite loss at iteration 3.*ckpt-2\) is intact.*clip_norm"):
+                     match=r"non-finite loss at iteration 3.*ckpt-2, weights finite\) is intact"
+                     r".*lower --config.train.learning_rate \(now 0.05, e.g. 0.005\)") as e:
     t.run()
+  assert "clip_norm=5" not in str(e.value)  # it is 5 already: the advice fits the config
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-2")
   again = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
   assert np.isfinite(again.step.discriminators[0].weights[0].numpy()).all()

@@ -176,10 +176,14 @@ class DiffusionStep:
       return fn(0)
     return tf.switch_case(replica, [lambda q=q: fn(q) for q in range(self.R)])
 
-  def _round(self, replica, adapt, variables, A):
-    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K]."""
+  def _round(self, replica, adapt, variables, A, active=None, previous=None):
+    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K].
+    active [K] (optional): an agent with 0 is offline and does not adapt; it reports its
+    previous loss (``previous`` [L])."""
     def adapt_group(q):
-      losses = tf.stack([adapt(k) for k in self.groups[q]])
+      losses = tf.stack([adapt(k) if active is None else
+                         tf.cond(active[k] > 0, lambda k=k: adapt(k), lambda j=j: previous[j])
+                         for j, k in enumerate(self.groups[q])])
       if not self.cooperative:
         return losses, []
       return losses, [stack_agents(vs) for vs in zip(*(variables[k] for k in self.groups[q]))]
@@ -200,9 +204,11 @@ class DiffusionStep:
       self._on_own_group(replica, assign_group)
     return losses
 
-  def _replica_iteration(self, real, z, matrices):
-    """real [K, n_d, B, 28, 28, 1], z [K, n_d + n_g, B, latent], matrices [n_d + n_g, K, K]
-    (every replica sees all, reads only its own agents' slices); returns its losses [L]."""
+  def _replica_iteration(self, real, z, matrices, active=None):
+    """real [K, n_d, B, 28, 28, 1], z [K, n_d + n_g, B, latent], matrices [n_d + n_g, K, K],
+    active [n_d + n_g, K] or None (every replica sees all, reads only its own agents' slices);
+    returns its losses [L]."""
+    on = lambda r: None if active is None else active[r]
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     replica = tf.cast(replica, tf.int32) if self.R > 1 else 0
     d_losses = g_losses = tf.zeros([self.L])
@@ -213,27 +219,32 @@ class DiffusionStep:
     for r in rounds(self.n_d):                                     # Algorithm 1, lines 2-7
       d_losses = self._round(
           replica, lambda k, r=r: self._adapt_discriminator(k, real[k, r], z[k, r]),
-          self.d_vars, matrices[r])
+          self.d_vars, matrices[r], on(r), d_losses)
     for r in rounds(self.n_g):                                     # Algorithm 1, lines 8-13
       g_losses = self._round(
           replica, lambda k, r=r: self._adapt_generator(k, z[k, self.n_d + r]), self.g_vars,
-          matrices[self.n_d + r])
+          matrices[self.n_d + r], on(self.n_d + r), g_losses)
     return {"d_loss": d_losses, "g_loss": g_losses}
 
-  def _iteration(self, real, matrices):
+  def _iteration(self, real, matrices, active=None):
     real = tf.stack(real)                                          # [K, n_d, B, 28, 28, 1]
     batch_size = tf.shape(real)[2]
     z = tf.stack([g.normal([self.n_d + self.n_g, batch_size, self.latent_dim])
                   for g in self.noise])
     if self.R == 1:
-      return self._replica_iteration(real, z, matrices)
-    out = self.strategy.run(self._replica_iteration, args=(real, z, matrices))
+      return self._replica_iteration(real, z, matrices, active)
+    out = self.strategy.run(self._replica_iteration, args=(real, z, matrices, active))
     return {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
 
-  def __call__(self, real, matrices=None):
+  def __call__(self, real, matrices=None, active=None):
     """real: K tensors [n_d, B, 28, 28, 1], one per agent; matrices: optional [n_d + n_g, K, K],
     one combination matrix per round (time-varying schedules: fusion center, gossip), else the
-    step's A every round. Returns per-agent losses [K]."""
+    step's A every round; active: optional float32 [n_d + n_g, K], 0 where an agent is offline
+    in a round (it does not adapt; its row and column of that round's A should be e_k).
+    Returns per-agent losses [K]."""
     if matrices is None:
       matrices = self.static_matrices
-    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32))
+    if active is None:  # the graph of every run without dropouts is unchanged
+      return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32))
+    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32),
+                          tf.convert_to_tensor(active, tf.float32))

@@ -149,7 +149,7 @@ def run_grid(grid, results_dir, quick=False, only=(), log=print):
       continue
     log(f"[reproduce] {i + 1}/{len(todo)} {name}")
     t0 = time.time()
-    trainer.Trainer(config, workdir).run()
+    trainer.train_and_evaluate(config, workdir)
     timings[name] = time.time() - t0
   results = collect(todo, results_dir)
   results["settings"] = json.loads(grid.to_json())

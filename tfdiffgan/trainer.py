@@ -21,6 +21,7 @@ from tfdiffgan import metrics
 from tfdiffgan import models
 from tfdiffgan import optim
 from tfdiffgan import topology
+from tfdiffgan import workdir as workdir_lib
 
 
 def log(fmt, *args):
@@ -33,6 +34,16 @@ class TrainingError(RuntimeError):
 
 
 def build_network(config, num_data_agents):
+  """The mode's combination schedule, its (mean) matrix A and the number of agents, with the
+  topology's random link failures and agent dropouts (none by default)."""
+  schedule, A, K = base_network(config, num_data_agents)
+  if K == 1:
+    return schedule, A, K
+  schedule, A = topology.with_faults(schedule, A, config.topology, seed=config.seed)
+  return schedule, A, K
+
+
+def base_network(config, num_data_agents):
   """The mode's combination schedule, its (mean) matrix A and the number of agents.
 
   diffusion: A from the topology every round; noncooperative: A = I; centralized: one GAN on the
@@ -100,7 +111,8 @@ def _fmt_time(seconds):
 class Trainer:
   """Holds one run: its agents, checkpoint, summaries; ``run()`` trains to config.train.iterations."""
 
-  def __init__(self, config, workdir):
+  def __init__(self, config, workdir, read_only=False):
+    """read_only: only restore (bin/evaluate): writes no config.json and no event file."""
     config_lib.validate(config)
     config_lib.check_resume(workdir, config)
     self.config, self.workdir = config, workdir
@@ -108,11 +120,12 @@ class Trainer:
 
     shards, self.shard_labels, self.arrays = load_shards(config)
     self.schedule, self.A, self.K = build_network(config, len(shards))
-    self.lambda2 = topology.lambda2(self.A)
+    self.lambda2 = topology.rate(self.schedule, self.A)
     self.batch_size = config.data.batch_size
     if config.train.mode == "centralized":  # same samples per iteration as K agents of batch B
       shards, self.batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
     self.shards = shards
+    data_lib.check_shards(shards, self.batch_size)
 
     self.strategy = diffusion.make_strategy(config.train.strategy, config.train.replicas)
     self.step = make_agents(config, self.K, self.A, self.strategy)
@@ -124,12 +137,15 @@ class Trainer:
       self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
       log("resumed %s at iteration %d", self.manager.latest_checkpoint,
           int(self.iteration.numpy()))
+      self.check_finite_weights(int(self.iteration.numpy()), restored=True)
     elif config.train.init_from:
       self.warm_start(config.train.init_from)
     # Written only once the run has built: a bad config must not leave a config.json behind
     # that would then refuse the corrected one as an incompatible resume.
-    config_lib.write(workdir, config)
-    self.writer = tf.summary.create_file_writer(workdir)
+    if not read_only:
+      config_lib.write(workdir, config)
+    self.writer = (tf.summary.create_noop_writer() if read_only else
+                   tf.summary.create_file_writer(workdir))
     self._evaluator = None
     count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
     d_params, g_params = count(self.step.discriminators[0]), count(self.step.generators[0])
@@ -222,11 +238,64 @@ class Trainer:
     return (diffusion.disagreement(self.step.discriminators),
             diffusion.disagreement(self.step.generators))
 
+  # ------------------------------------------------------------------------------- faults
+
+  def check_finite_weights(self, iteration, restored=False):
+    """Raises TrainingError if any agent's weights (BatchNorm statistics included) are NaN or
+    Inf: a loss can still be finite in the round the weights blow up, so a checkpoint is only
+    written after this passes."""
+    bad = [k for k in range(self.K)
+           if not all(np.isfinite(v.numpy()).all() for m in (self.step.generators[k],
+                                                              self.step.discriminators[k])
+                      for v in m.weights)]
+    if not bad:
+      return
+    if restored:
+      raise TrainingError(
+          f"{self.manager.latest_checkpoint} holds non-finite weights for agent(s) {bad} (written "
+          "by a version that did not check them); delete it to resume from an earlier checkpoint, "
+          "or start again in a new --workdir.")
+    raise TrainingError(f"non-finite weights at iteration {iteration} for agent(s) {bad}. "
+                        + self._kept_and_advice())
+
+  def _kept_and_advice(self):
+    """What survives a divergence, and advice that fits this config."""
+    c, latest = self.config.train, self.manager.latest_checkpoint
+    kept = (f"Nothing more was saved; the last checkpoint ({os.path.basename(latest)}, weights "
+            "finite) is intact. " if latest else "No checkpoint had been written yet. ")
+    tips = [f"lower --config.train.learning_rate (now {c.learning_rate:g}, e.g. "
+            f"{c.learning_rate / 10:g})"]
+    if not c.clip_norm or c.clip_norm > 5:
+      tips.insert(0, "clip the gradients (--config.train.clip_norm=5)")
+    elif c.optimizer == "sgd" and c.learning_rate > 0.1:
+      tips.append("or try --config.train.optimizer=adam")
+    return kept + " or ".join(tips[:2]) + (" " + tips[2] if len(tips) > 2 else "") + \
+        ", and rerun in a new --workdir (this one's checkpoints fix its config)."
+
+  def save(self, done, prior_seconds, t_start):
+    """A checkpoint at ``done``, only of finite weights, with the training time so far."""
+    self.check_finite_weights(done)
+    workdir_lib.save_checkpoint(self.manager, done)
+    workdir_lib.record_seconds(self.manager.directory, done,
+                               prior_seconds + time.time() - t_start)
+
   # ------------------------------------------------------------------------------------ loop
 
   def run(self):
+    """Trains to config.train.iterations; the first SIGINT/SIGTERM stops it cleanly at the end
+    of an iteration, with a checkpoint there (workdir.Interrupted)."""
+    with workdir_lib.StopOnSignal() as self.stop:
+      return self._run()
+
+  def _run(self):
     c = self.config
     total, start = int(c.train.iterations), int(self.iteration.numpy())
+    finished = workdir_lib.finished_record(self.workdir, start, total)
+    if finished is not None:
+      log("workdir already holds a finished run of %d iterations (>= %d); nothing to do",
+          start, total)
+      return finished
+    workdir_lib.resume_records(self.workdir, start, total)
     self.describe()
     record = {"lambda_2": self.lambda2, "combination_matrix": self.A.tolist(), "num_agents": self.K,
               "shard_classes": [np.flatnonzero(x).tolist() for x in self.shard_labels],
@@ -237,14 +306,14 @@ class Trainer:
                                          skip_iterations=start)
     batches = iter(pipeline)
     t_start = time.time()
+    prior_seconds = workdir_lib.session_seconds(self.manager.directory, start)
     t_window, i_window = t_start, start
     trace_time = None
     out = None
-    sent = 0.0
-    static = isinstance(self.schedule, topology.StaticSchedule)  # its A is already in the step
+    sent = sum(float(self.schedule.messages(i) @ self.params_per_round) for i in range(start))
     for i in range(start, total):
       t0 = time.time()
-      out = self.step(next(batches), None if static else self.schedule.matrices(i))
+      out = self.step(next(batches), **topology.step_inputs(self.schedule, i))
       sent += float(self.schedule.messages(i) @ self.params_per_round)
       d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
       if trace_time is None:
@@ -255,11 +324,7 @@ class Trainer:
                          np.flatnonzero(~np.isfinite(g_loss)).tolist()))
         raise TrainingError(
             f"non-finite loss at iteration {i + 1} for agent(s) {bad} (D {d_loss}, G {g_loss}). "
-            "Nothing more was saved; "
-            + (f"the last checkpoint ({self.manager.latest_checkpoint}) is intact. "
-               if self.manager.latest_checkpoint else "no checkpoint had been written yet. ")
-            + "Clip the gradients (--config.train.clip_norm=5) or lower "
-            "--config.train.learning_rate, and rerun in a new workdir.")
+            + self._kept_and_advice())
       self.iteration.assign(i + 1)
       done = i + 1
       if done % c.train.log_every == 0 or done == total:
@@ -267,6 +332,8 @@ class Trainer:
         speed = (done - i_window) / max(now - t_window, 1e-9)
         t_window, i_window = now, done
         dis_d, dis_g = self.disagreements()
+        if not np.isfinite([dis_d, dis_g]).all():
+          self.check_finite_weights(done)
         with self.writer.as_default(step=done):
           for k in range(self.K):
             tf.summary.scalar(f"loss_d/agent_{k}", d_loss[k])
@@ -274,7 +341,7 @@ class Trainer:
           tf.summary.scalar("disagreement/discriminator", dis_d)
           tf.summary.scalar("disagreement/generator", dis_g)
           tf.summary.scalar("speed/iterations_per_second", speed)
-          tf.summary.scalar("communication/parameters_per_iteration", sent / (done - start))
+          tf.summary.scalar("communication/parameters_per_iteration", sent / done)
         with open(os.path.join(self.workdir, "log.jsonl"), "a") as f:  # curves for bin/reproduce
           f.write(json.dumps({"iteration": done, "d_loss": d_loss.tolist(),
                               "g_loss": g_loss.tolist(), "disagreement_discriminator": dis_d,
@@ -288,20 +355,28 @@ class Trainer:
       if done % c.train.sample_every == 0:
         self.write_samples(done)
       if done % c.train.checkpoint_every == 0:
-        self.manager.save(checkpoint_number=done)
+        self.save(done, prior_seconds, t_start)
+      if self.stop.received and done < total:
+        if not self.manager.latest_checkpoint.endswith(f"-{done}"):
+          self.save(done, prior_seconds, t_start)
+        self.writer.flush()
+        raise workdir_lib.Interrupted(
+            f"stopped by {self.stop.received} at iteration {done}/{total}; saved "
+            f"{self.manager.latest_checkpoint}. Rerun the same command to resume from there.")
     elapsed = time.time() - t_start
     done = int(self.iteration.numpy())
     if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
         f"-{done}"):
-      self.manager.save(checkpoint_number=done)
+      self.save(done, prior_seconds, t_start)
     self.write_samples(done)
     paths = self.export()
     self.writer.flush()
     dis_d, dis_g = self.disagreements()
     record.update({
-        "iterations": done, "train_seconds": elapsed, "trace_seconds": trace_time,
+        "iterations": done, "train_seconds": prior_seconds + elapsed,
+        "trace_seconds": trace_time,
         "iterations_per_second": (done - start) / elapsed if done > start else None,
-        "parameters_sent_per_iteration": sent / (done - start) if done > start else None,
+        "parameters_sent_per_iteration": sent / done if done else None,
         "disagreement_discriminator": dis_d, "disagreement_generator": dis_g,
         "final_d_loss": None if out is None else out["d_loss"].numpy().tolist(),
         "final_g_loss": None if out is None else out["g_loss"].numpy().tolist(),
@@ -312,8 +387,7 @@ class Trainer:
       with open(os.path.join(self.workdir, "metrics.json"), "w") as f:
         json.dump(final, f, indent=2)
       record["metrics"] = final["network"]
-    with open(os.path.join(self.workdir, "run.json"), "w") as f:
-      json.dump(record, f, indent=2)
+    workdir_lib.write_json(os.path.join(self.workdir, "run.json"), record)
     log("done: %d iterations in %s; samples in %s, exports in %s", done - start,
         _fmt_time(elapsed), os.path.join(self.workdir, "samples"),
         os.path.join(self.workdir, "export"))
@@ -321,5 +395,9 @@ class Trainer:
 
 
 def train_and_evaluate(config, workdir):
-  """Trains (or resumes) the run in ``workdir`` and exports every agent's generator."""
-  return Trainer(config, workdir).run()
+  """Trains (or resumes) the run in ``workdir`` and exports every agent's generator; the
+  workdir's lock keeps a second run out, and a full or read-only disk is one clear error."""
+  config_lib.validate(config)  # a bad config leaves no workdir behind
+  workdir_lib.prepare(workdir)
+  with workdir_lib.lock(workdir), workdir_lib.disk_errors(workdir):
+    return Trainer(config, workdir).run()
