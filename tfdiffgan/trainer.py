@@ -144,8 +144,7 @@ class Trainer:
     # that would then refuse the corrected one as an incompatible resume.
     if not read_only:
       config_lib.write(workdir, config)
-    self.writer = (tf.summary.create_noop_writer() if read_only else
-                   tf.summary.create_file_writer(workdir))
+    self._writer = tf.summary.create_noop_writer() if read_only else None
     self._evaluator = None
     count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
     d_params, g_params = count(self.step.discriminators[0]), count(self.step.generators[0])
@@ -153,6 +152,13 @@ class Trainer:
                                      np.float64)  # one message = one agent's D or G weights
     self.fixed_noise = np.random.default_rng(config.seed).normal(
         size=(100, config.model.latent_dim)).astype(np.float32)
+
+  @property
+  def writer(self):
+    """TensorBoard's writer, made on first use: a rerun with nothing to do adds no event file."""
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.workdir)
+    return self._writer
 
   def warm_start(self, source):
     """Loads every agent's G and D weights (BatchNorm statistics included) from another run's
@@ -267,10 +273,11 @@ class Trainer:
             f"{c.learning_rate / 10:g})"]
     if not c.clip_norm or c.clip_norm > 5:
       tips.insert(0, "clip the gradients (--config.train.clip_norm=5)")
-    elif c.optimizer == "sgd" and c.learning_rate > 0.1:
-      tips.append("or try --config.train.optimizer=adam")
-    return kept + " or ".join(tips[:2]) + (" " + tips[2] if len(tips) > 2 else "") + \
-        ", and rerun in a new --workdir (this one's checkpoints fix its config)."
+    elif c.optimizer == "sgd":
+      tips.append("try --config.train.optimizer=adam")
+    advice = ", or ".join(tips)
+    return (kept + advice[0].upper() + advice[1:] +
+            ", then rerun in a new --workdir (this one's checkpoints fix its config).")
 
   def save(self, done, prior_seconds, t_start):
     """A checkpoint at ``done``, only of finite weights, with the training time so far."""
