@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -384,3 +386,76 @@ def test_link_failures_and_dropouts_train_and_count_surviving_links(tmp_path, id
     assert 0 < faulty.lambda2 < 1
     sent_clean = sum(clean.schedule.messages(i) @ clean.params_per_round for i in range(2)) / 2
     assert 0 < record["parameters_sent_per_iteration"] < sent_clean
+
+
+KILL_FLAGS = [f for f in TINY_FLAGS if not f.startswith(("--config.train.iterations",
+                                                          "--config.train.checkpoint_every"))] + [
+    "--config.train.iterations=40", "--config.train.checkpoint_every=10",
+    "--config.num_agents=2", "--config.topology.graph=ring", "--config.data.partition=iid"]
+
+
+def _start_bin_train(workdir, *args):
+  cmd = [sys.executable, os.path.join(ROOT, "bin", "train"),
+         f"--config={os.path.join(ROOT, 'configs', 'mnist_noniid.py')}", f"--workdir={workdir}",
+         *args]
+  return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def _wait_for(proc, text):
+  for line in proc.stdout:
+    if text in line:
+      return True
+  return False
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  idx = str(tmp_path_factory.mktemp("idx"))
+  from conftest import make_idx_dir  # pylint: disable=g-import-not-at-top
+  make_idx_dir(idx)
+  workdir = str(tmp_path_factory.mktemp("straight") / "run")
+  result = _bin_train(workdir, f"--config.data.source_dir={idx}", *KILL_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return idx, _checkpoint_tensors(workdir)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_a_stopped_run_resumes_bit_identical(tmp_path, uninterrupted, how):
+  """A real bin/train stopped between checkpoints (SIGKILL: nothing more saved; SIGINT: a clean
+  stop that saves a checkpoint where it is and names it), then rerun: the final weights, optimizer
+  and noise states equal an uninterrupted run's bit for bit, and no log row appears twice. While
+  the first runs, a second run on the same workdir is refused, naming the first's pid."""
+  idx, expected = uninterrupted
+  workdir = str(tmp_path / "run")
+  flags_ = [f"--config.data.source_dir={idx}", *KILL_FLAGS]
+  proc = _start_bin_train(workdir, *flags_)
+  try:
+    assert _wait_for(proc, "iter 13/40")
+    if how == "SIGKILL":
+      c = tiny_config(idx)
+      with pytest.raises(workdir_lib.WorkdirError, match=rf"in use by a running training "
+                         rf"\(pid {proc.pid} "):
+        trainer.train_and_evaluate(c, workdir)
+    os.kill(proc.pid, getattr(signal, how))
+    out, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  if how == "SIGINT":
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    stopped = int(re.search(r"stopped by SIGINT at iteration (\d+)/40; saved \S+ckpt-(\d+)\.",
+                            err).group(1))
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith(
+        f"ckpt-{stopped}") and 13 <= stopped < 40
+  else:
+    assert proc.returncode == -signal.SIGKILL
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-10")
+  result = _bin_train(workdir, *flags_)
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = _checkpoint_tensors(workdir)
+  assert set(got) == set(expected)
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  rows = [json.loads(l)["iteration"] for l in open(os.path.join(workdir, "log.jsonl"))]
+  assert rows == list(range(1, 41))
