@@ -145,6 +145,8 @@ def parse_flags(argv):
     config = load_config_file(path, flag)
     argv, lists = _literal_overrides(argv, flag, config)
     pending[flag] = lists
+    # ml_collections finds the overrides in sys.argv, not in the argv it parses: show it ours
+    flags.FLAGS[flag]._sys_argv = list(argv)  # pylint: disable=protected-access
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
