@@ -137,3 +137,11 @@ def test_network_pipeline_zips_agents():
   batch = next(iter(data.network_pipeline(shards, 5, 2, seed=0)))
   assert len(batch) == 2 and batch[0].shape == (2, 5, 28, 28, 1)
   assert batch[0].numpy().max() == -1.0 and batch[1].numpy().min() == 1.0
+
+
+def test_idx_file_cut_inside_its_header_is_named(tmp_path):
+  path = tmp_path / "train-images-idx3-ubyte"
+  path.write_bytes(bytes([0, 0, 0x08, 3]) + b"\x00\x00\x00\x10\x00")  # 9 of 16 header bytes
+  with pytest.raises(data.DataError, match=r"truncated inside its header \(9 bytes, the header "
+                                           r"of a 3-d IDX file needs 16\)"):
+    data.read_idx(str(path))
