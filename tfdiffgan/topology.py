@@ -339,13 +339,14 @@ def metropolis_matrix(adjacency):
 
 
 def degrade(A, cut, rule="metropolis"):
-  """A with the links in ``cut`` (symmetric boolean K x K) removed, still doubly stochastic.
+  """A with the links in ``cut`` (boolean K x K) removed, still doubly stochastic.
 
   metropolis: Metropolis weights recomputed on the surviving links of A's graph. self: the
   weight of each cut link moves to both endpoints' self-weights (needs a symmetric A). An agent
   with every link cut keeps only itself: its row and column become e_k.
   """
-  cut = np.asarray(cut, bool) & ~np.eye(len(A), dtype=bool)
+  cut = np.asarray(cut, bool)
+  cut = (cut | cut.T) & ~np.eye(len(A), dtype=bool)  # a link fails both ways
   if not (cut & (A > 0)).any():
     return A
   if rule == "metropolis":
