@@ -184,11 +184,13 @@ def test_periodic_and_final_evaluation_are_recorded(tmp_path):
   assert final["classifier"]["test_accuracy"] >= 0.985
 
 
-def test_mirrored_strategy_matches_default(tmp_path, idx_dir):
+@pytest.mark.parametrize("faults", [[], ["--config.topology.link_failure=0.3",
+                                          "--config.topology.agent_dropout=0.2"]])
+def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
   """Four agents over two logical CPU replicas (two agents each, phi all-gathered) compute the
-  same weights as one replica holding all four."""
+  same weights as one replica holding all four, also with links failing and agents offline."""
   flags = [f"--config.data.source_dir={idx_dir}", "--config.num_agents=4",
-           "--config.data.partition=iid", "--config.topology.graph=ring", *TINY_FLAGS]
+           "--config.data.partition=iid", "--config.topology.graph=ring", *TINY_FLAGS, *faults]
   runs = {}
   for name, extra in (("default", []), ("mirrored", ["--config.train.strategy=mirrored",
                                                       "--config.train.replicas=2"])):
