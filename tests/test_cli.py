@@ -68,7 +68,7 @@ def test_list_fields_take_a_literal_on_the_command_line(tmp_path, idx_dir):
 @pytest.mark.parametrize("num", ["0", "-5"])
 def test_generate_needs_a_positive_num(tmp_path, num):
   result = _bin("generate", f"--model={tmp_path}", f"--num={num}")
-  assert f"error: flag --num={num}: {num} is not greater than or equal to 1" in \
+  assert f"error: flag --num={num}: {num} is not a positive integer" in \
       _one_error_line(result)
 
 

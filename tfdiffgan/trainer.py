@@ -364,7 +364,7 @@ class Trainer:
       if done % c.train.checkpoint_every == 0:
         self.save(done, prior_seconds, t_start)
       if self.stop.received and done < total:
-        if not self.manager.latest_checkpoint.endswith(f"-{done}"):
+        if not (self.manager.latest_checkpoint or "").endswith(f"-{done}"):
           self.save(done, prior_seconds, t_start)
         self.writer.flush()
         raise workdir_lib.Interrupted(
