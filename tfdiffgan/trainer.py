@@ -273,7 +273,7 @@ class Trainer:
             f"{c.learning_rate / 10:g})"]
     if not c.clip_norm or c.clip_norm > 5:
       tips.insert(0, "clip the gradients (--config.train.clip_norm=5)")
-    elif c.optimizer == "sgd":
+    elif c.optimizer == "sgd" and c.learning_rate <= 0.1:  # mu already modest: try another rule
       tips.append("try --config.train.optimizer=adam")
     advice = ", or ".join(tips)
     return (kept + advice[0].upper() + advice[1:] +
