@@ -47,7 +47,7 @@ def run_or_explain(fn, *args, **kwargs):
   except KNOWN_ERRORS as e:
     fail(e)
   except Interrupted as e:
-    print(f"stopped: {e}", file=sys.stderr)
+    print(e, file=sys.stderr)
     sys.exit(130)
   except KeyboardInterrupt:
     print("stopped: interrupted; whatever was saved before is intact (rerun the same command to "

@@ -205,8 +205,8 @@ def save_checkpoint(manager, number):
     if not is_disk_error(e):
       raise
     clean_partial_checkpoints(manager.directory)
-    kept = (f"the last checkpoint ({os.path.basename(previous)}) is intact"
-            if previous else "no checkpoint had been written yet")
+    kept = (f"The last checkpoint ({os.path.basename(previous)}) is intact"
+            if previous else "No checkpoint had been written yet")
     raise WorkdirError(
         f"cannot write checkpoint ckpt-{number} in {manager.directory}: "
         f"{str(e).strip().splitlines()[0][:300]}. {kept}; free disk space or make the workdir "
