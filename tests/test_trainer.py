@@ -347,7 +347,7 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, idx_dir, monkeyp
 
   monkeypatch.setattr(t.manager, "save", full_disk)
   with pytest.raises(workdir_lib.WorkdirError, match=r"cannot write checkpoint ckpt-4 in .*"
-                     r"checkpoints: .*No space left on device\. the last checkpoint \(ckpt-2\) is "
+                     r"checkpoints: .*No space left on device\. The last checkpoint \(ckpt-2\) is "
                      r"intact; free disk space"):
     t.run()
   assert not os.path.exists(os.path.join(t.manager.directory, "ckpt-4_temp"))
