@@ -160,3 +160,11 @@ def test_agent_batches_depend_on_its_own_seed_only():
                           data.agent_pipeline(shards[0], 5, 2, 7).take(2).as_numpy_iterator()])
   as_uint8 = np.round((epoch + 1.0) * 127.5).astype(np.uint8)
   assert sorted(map(bytes, as_uint8)) == sorted(map(bytes, shards[0]))
+
+
+def test_idx_file_cut_inside_its_header_is_named(tmp_path):
+  path = tmp_path / "train-images-idx3-ubyte"
+  path.write_bytes(bytes([0, 0, 0x08, 3]) + b"\x00\x00\x00\x10\x00")  # 9 of 16 header bytes
+  with pytest.raises(data.DataError, match=r"truncated inside its header \(9 bytes, the header "
+                                           r"of a 3-d IDX file needs 16\)"):
+    data.read_idx(str(path))

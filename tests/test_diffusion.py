@@ -112,3 +112,47 @@ def test_adam_state_stays_local_and_step_runs():
   m0 = step.d_optimizers[0].moments[0][0].numpy()
   m1 = step.d_optimizers[1].moments[0][0].numpy()
   assert not np.allclose(m0, m1)  # moments are per agent: different data, different moments
+
+
+def test_combine_with_a_non_symmetric_matrix_is_w_k_sum_l_a_lk_phi_l():
+  """A doubly-stochastic A that is not symmetric tells A from A^T: with mu = 0 one round gives
+  w_k = sum_l a_lk phi_l, computed here agent by agent."""
+  K = 4
+  P = np.roll(np.eye(K), 1, axis=1)                         # a cyclic shift
+  A = 0.5 * np.eye(K) + 0.3 * P + 0.2 * P @ P               # rows and columns sum to 1
+  assert not np.allclose(A, A.T)
+  topology.check_assumption1(A, K)
+  step = _agents(K, lr=0.0, A=A, n_d=1, n_g=1)
+  before = [[v.numpy() for v in d.weights] for d in step.discriminators]
+  step(_real(K, 1))
+  for j in range(len(before[0])):
+    for k in range(K):
+      expected = sum(A[l, k] * before[l][j] for l in range(K))
+      np.testing.assert_allclose(step.discriminators[k].weights[j].numpy(), expected, atol=1e-6)
+    wrong = sum(A[0, l] * before[l][j] for l in range(K))  # A^T would give this for agent 0
+    if not np.allclose(expected, wrong, atol=1e-4):
+      assert not np.allclose(step.discriminators[0].weights[j].numpy(), wrong, atol=1e-4)
+
+
+def test_offline_agent_neither_adapts_nor_mixes():
+  """active[r, k] = 0 with e_k in A_t: agent k's weights stay as they were; all ones equals the
+  step without the hook."""
+  K, rounds = 3, 2
+  A = np.full((K, K), 1 / K)
+  real = _real(K, 1)
+  offline = np.array([[1, 1, 0], [1, 1, 0]], np.float32)
+  A_t = np.stack([topology.degrade(A, np.outer(o == 0, np.ones(K)) > 0) for o in offline])
+  step = _agents(K, A=A)
+  before = [v.numpy() for v in step.generators[2].weights + step.discriminators[2].weights]
+  out = step(real, A_t, offline)
+  after = [v.numpy() for v in step.generators[2].weights + step.discriminators[2].weights]
+  for a, b in zip(before, after):
+    np.testing.assert_array_equal(a, b)
+  assert np.isfinite(out["d_loss"].numpy()).all()
+  moved = step.discriminators[0].weights[0].numpy()
+  assert not np.allclose(moved, _agents(K, A=A).discriminators[0].weights[0].numpy())
+  with_hook, without = _agents(K, A=A), _agents(K, A=A)
+  with_hook(real, None, np.ones((rounds, K), np.float32))
+  without(real)
+  for a, b in zip(with_hook.generators[1].weights, without.generators[1].weights):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)

@@ -93,3 +93,44 @@ def test_evaluate_needs_one_source_and_existing_inception_weights(tiny_export):
   from tfdiffgan.metrics import MetricsError  # pylint: disable=g-import-not-at-top
   with pytest.raises(MetricsError, match="InceptionV3 weights file"):
     evaluate.evaluate(model=tiny_export[0], inception_weights="/nonexistent/inception.h5")
+
+
+def _save_module(path, fn, signature):
+  module = tf.Module()
+  module.serve = tf.function(fn, input_signature=signature)
+  tf.saved_model.save(module, str(path))
+  return str(path)
+
+
+def test_foreign_serve_signatures_are_named(tmp_path):
+  """serve() taking int32, taking two arguments, or returning a dict: one ExportError each."""
+  img = lambda z: tf.zeros([tf.shape(z)[0], 28, 28, 1])
+  cases = [
+      (lambda z: img(z), [tf.TensorSpec([None, 8], tf.int32)], "must take one float32"),
+      (lambda z, y: img(z), [tf.TensorSpec([None, 8], tf.float32)] * 2, "must take one float32"),
+      (lambda z: {"images": img(z)}, [tf.TensorSpec([None, 8], tf.float32)],
+       "returns a dict, not one tensor"),
+  ]
+  for i, (fn, signature, match) in enumerate(cases):
+    path = _save_module(tmp_path / f"m{i}", fn, signature)
+    with pytest.raises(ExportError, match=match):
+      export.load_generator(path)
+
+
+def test_generate_refuses_a_non_positive_num(tiny_export, tmp_path):
+  from tfdiffgan.config import ConfigError  # pylint: disable=g-import-not-at-top
+  for num in (0, -5):
+    with pytest.raises(ConfigError, match=rf"--num={num} must be a positive number"):
+      evaluate.generate(tiny_export[0], num, str(tmp_path / "x.png"))
+  assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_evaluate_refuses_a_generator_with_nan_weights(tmp_path):
+  """A diverged generator draws NaN: bin/evaluate refuses it by name instead of a FID."""
+  from tfdiffgan.metrics import MetricsError  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  g = models.make_generator(latent_dim=8, width=0.125)
+  g.trainable_variables[0].assign(tf.fill(g.trainable_variables[0].shape, float("nan")))
+  path = export.export_generator(g, str(tmp_path / "agent_0"), latent_dim=8)
+  with pytest.raises(MetricsError, match=r"agent_0: 300 of 300 samples hold NaN or Inf"):
+    evaluate.evaluate(model=path, dataset="mnist", num_samples=300)

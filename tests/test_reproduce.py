@@ -39,7 +39,12 @@ def test_quick_grid(tmp_path):
     assert os.path.getsize(os.path.join(out, name)) > 1000
   assert {"fig3_mnist.png", "fig45_mnist.png", "fig6_mnist.png", "theorem1.png",
           "theorem1_warm.png", "communication.png"} <= set(results["figures"])
+  faults = results["summary"]["faults"]
+  assert set(faults) == {"p0.0/q0.2", "p0.5/q0.2"}
+  assert all(len(v[0]["fid_per_agent"]) == 2 for v in faults.values())
+  assert results["claims"]["faults"] is None  # the claim needs q = 0 runs
   table = open(os.path.join(out, "results.md")).read()
+  assert "| 0.5 | 0.2 |" in table
   assert "| mnist/iid/diffusion | 2 |" in table and "| ring |" in table
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
   # every cell is skipped: the runs in results.json and the warm-up they start from
@@ -94,3 +99,17 @@ def test_markdown_table_lists_every_mode_and_graph():
   text = reproduce.markdown({"runs": runs, "summary": reproduce.summarize(runs)})
   assert "| mnist/iid/centralized | 1 | 10.00 |" in text and "| mnist/iid/diffusion | 1 | 10.50 |" in text
   assert "| ring | 0.600 | 2.25 | - |" in text and "| complete | 0.000 | 0.00 | - |" in text
+
+
+def test_faults_claim_follows_the_numbers():
+  def row(p, fid, cov=10, share=0.06):
+    return {"link_failure": p, "agent_dropout": 0.0, "fid_mean": fid, "seed": 0,
+            "coverage_per_agent": [10, cov], "weakest_class_share": share}
+  table = {"p0.0/q0.0": [row(0.0, 10.0)], "p0.3/q0.0": [row(0.3, 11.4)]}
+  claim = reproduce.faults_claim(table)
+  assert claim["holds"] and abs(claim["ratio"] - 1.14) < 1e-9
+  table["p0.3/q0.0"] = [row(0.3, 11.6)]
+  assert not reproduce.faults_claim(table)["holds"]  # 16% worse
+  table["p0.3/q0.0"] = [row(0.3, 10.0, cov=9)]
+  assert not reproduce.faults_claim(table)["holds"]  # an agent lost a digit
+  assert reproduce.faults_claim({"p0.0/q0.0": [row(0.0, 10.0)]}) is None

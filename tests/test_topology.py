@@ -126,3 +126,107 @@ def test_spectral_factor():
   assert topology.spectral_factor(np.full((6, 6), 1 / 6)) == pytest.approx(0.0, abs=1e-9)
   ring = topology.metropolis(topology.make_graph("ring", 6))
   assert topology.spectral_factor(ring) == pytest.approx(1.725, abs=1e-6)
+
+
+def _faulty(p=0.3, q=0.0, rule="metropolis", graph="paper5", K=5, rounds=6, seed=2):
+  A = topology.metropolis(topology.make_graph(graph, K))
+  return topology.FaultySchedule(topology.StaticSchedule(A, rounds),
+                                 topology.make_graph(graph, K).edges, K, p, q, rule, seed), A
+
+
+@pytest.mark.parametrize("rule", ["metropolis", "self"])
+def test_link_failure_rounds_are_doubly_stochastic_and_reproducible(rule):
+  s, A = _faulty(p=0.4, q=0.2, rule=rule)
+  changed = 0
+  for i in range(30):
+    mats, active = s.matrices(i), s.active(i)
+    for r, M in enumerate(mats):
+      assert (M >= 0).all()
+      np.testing.assert_allclose(M.sum(axis=0), 1, atol=1e-12)
+      np.testing.assert_allclose(M.sum(axis=1), 1, atol=1e-12)
+      failed, offline = s.faults(i * 6 + r)
+      for k in np.flatnonzero(offline):  # offline: row and column are e_k, and no adapt
+        np.testing.assert_array_equal(M[:, k], np.eye(5)[k])
+        np.testing.assert_array_equal(M[k, :], np.eye(5)[k])
+        assert active[r, k] == 0
+      for (a, b), f in zip(s.edges, failed):
+        if f:
+          assert M[a, b] == M[b, a] == 0
+      assert (active[r] == ~offline).all()
+      # only links that carried weight are counted
+      assert s.messages(i)[r] == np.count_nonzero(M - np.diag(np.diag(M)))
+      changed += not np.allclose(M, A)
+  assert changed > 0
+  again, _ = _faulty(p=0.4, q=0.2, rule=rule)  # a resumed run draws the same rounds
+  np.testing.assert_array_equal(again.matrices(17), s.matrices(17))
+  np.testing.assert_array_equal(again.active(17), s.active(17))
+
+
+def test_surviving_metropolis_recomputes_weights():
+  s, A = _faulty(p=0.5, seed=0)
+  for t in range(20):
+    failed, _ = s.faults(t)
+    if failed.any():
+      alive = [e for e, f in zip(s.edges, failed) if not f]
+      import networkx as nx  # pylint: disable=g-import-not-at-top
+      g = nx.Graph(alive)
+      g.add_nodes_from(range(5))
+      np.testing.assert_allclose(s.matrices(t // 6)[t % 6], topology.metropolis(g), atol=1e-12)
+      return
+  raise AssertionError("no round with a failed link")
+
+
+def test_no_faults_is_exactly_the_static_schedule():
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  A = topology.metropolis(topology.make_graph("paper5", 5))
+  static = topology.StaticSchedule(A, 6)
+  t = ConfigDict(dict(link_failure=0.0, agent_dropout=0.0, failure_rule="metropolis"))
+  schedule, mean = topology.with_faults(static, A, t)
+  assert schedule is static and mean is A
+  s, _ = _faulty(p=0.0)
+  np.testing.assert_array_equal(s.matrices(3), static.matrices(3))
+  np.testing.assert_array_equal(s.messages(3), static.messages(3))
+  assert (s.active(3) == 1).all() and (static.active(3) == 1).all()
+
+
+def test_expected_matrix_and_mean_square_rate():
+  """E[A_t] keeps Assumption 1; the rate of a random schedule is lambda_max(E[A^T A] - 11^T/K),
+  which equals lambda_2^2 for a static symmetric A and grows with the failure probability."""
+  from ml_collections import ConfigDict  # pylint: disable=g-import-not-at-top
+  A = topology.metropolis(topology.make_graph("paper5", 5))
+  static = topology.StaticSchedule(A, 6)
+  assert topology.mean_square_rate(static, 3) == pytest.approx(topology.lambda2(A) ** 2)
+  rates = []
+  for p in (0.1, 0.3, 0.5):
+    t = ConfigDict(dict(link_failure=p, agent_dropout=0.0, failure_rule="metropolis"))
+    schedule, mean = topology.with_faults(static, A, t, seed=1, sample_iterations=100)
+    topology.check_assumption1(mean, 5)
+    rates.append(topology.rate(schedule, mean))
+  assert topology.lambda2(A) < rates[0] < rates[1] < rates[2] < 1
+
+
+def test_self_rule_needs_a_symmetric_matrix():
+  A = 0.5 * np.eye(3) + 0.5 * np.roll(np.eye(3), 1, axis=1)  # doubly stochastic, not symmetric
+  with pytest.raises(TopologyError, match="failure_rule=self .* symmetric"):
+    topology.FaultySchedule(topology.StaticSchedule(A, 2), [(0, 1), (1, 2), (0, 2)], 3, 0.2,
+                            rule="self")
+
+
+def test_gossip_and_fusion_with_faults():
+  g = topology.make_graph("paper5", 5)
+  gossip = topology.GossipSchedule(g, rounds=6, seed=1)
+  s = topology.FaultySchedule(gossip, gossip.edges, 5, link_failure=0.5, agent_dropout=0.2)
+  for i in range(10):
+    for M, full, sent in zip(s.matrices(i), gossip.matrices(i), s.messages(i)):
+      np.testing.assert_allclose(M.sum(0), 1)
+      assert set(np.flatnonzero(M - np.diag(np.diag(M)))) <= set(
+          np.flatnonzero(full - np.diag(np.diag(full))))  # a failed pair does not average
+      assert sent == np.count_nonzero(M - np.diag(np.diag(M)))
+  fusion = topology.FusionSchedule(4, period=1, rounds=3)
+  s = topology.FaultySchedule(fusion, [], 4, agent_dropout=0.5, seed=3)
+  for i in range(10):
+    for r, M in enumerate(s.matrices(i)):
+      online = s.active(i)[r] > 0
+      if online.sum() > 1:  # the online agents average among themselves
+        np.testing.assert_allclose(M[np.ix_(online, online)], 1 / online.sum())
+      assert s.messages(i)[r] == (2 * online.sum() if online.sum() > 1 else 0)

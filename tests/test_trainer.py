@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -10,7 +12,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, tiny_config
+from tfdiffgan import topology
 from tfdiffgan import trainer
+from tfdiffgan import workdir as workdir_lib
 from tfdiffgan.config import ConfigError
 from tfdiffgan.data import DataError
 from tfdiffgan.topology import TopologyError
@@ -119,6 +123,21 @@ def test_modes_build_the_right_network(tmp_path, idx_dir):
     ({"data.source_dir": "/nonexistent/mnist"}, DataError, "does not exist"),
     ({"train.mode": "federated"}, ConfigError, "train.mode='federated' is not one of"),
     ({"train.n_d": 0}, ConfigError, "train.n_d=0 must be a positive integer"),
+    # issue 11: each failed before and left a config.json that refused the corrected rerun
+    ({"data.batch_size": 100000}, ConfigError,
+     r"agent\(s\) \[0, 1\] hold \[100, 100\] images, fewer than data.batch_size=100000"),
+    ({"data.partition": "dirichlet", "data.dirichlet_alpha": 1e-3, "num_agents": 5}, ConfigError,
+     r"agent\(s\) \[0, 2\] hold \[0, 0\] images, fewer than data.batch_size=8"),
+    ({"data.partition": "dirichlet", "data.dirichlet_alpha": float("nan")}, ConfigError,
+     "data.dirichlet_alpha=nan is not a finite number"),
+    ({"train.learning_rate": float("nan")}, ConfigError, "train.learning_rate=nan is not a finite"),
+    ({"model.width": float("nan")}, ConfigError, "model.width=nan is not a finite number"),
+    ({"train.learning_rate": 0.0}, ConfigError, "learning_rate=0 means no agent ever learns"),
+    ({"data.classes": [0, 1], "data.partition": "classes"}, ConfigError,
+     r"data.classes=\[0, 1\] must be a list of lists of class ids, one list per agent"),
+    ({"topology.link_failure": 1.0}, TopologyError, r"link_failure=1.0 must be a probability"),
+    ({"train.mode": "fusion", "topology.link_failure": 0.2}, TopologyError,
+     "train.mode=fusion has no links"),
 ])
 def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   with pytest.raises(error, match=match):
@@ -142,8 +161,10 @@ def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
   t.step.discriminators[0].weights[0].assign(  # poison one agent's weights
       tf.fill(t.step.discriminators[0].weights[0].shape, float("nan")))
   with pytest.raises(trainer.TrainingError,
-                     match=r"non-finite loss at iteration 3.*ckpt-2\) is intact.*clip_norm"):
+                     match=r"non-finite loss at iteration 3.*ckpt-2, weights finite\) is intact"
+                     r".*Lower --config.train.learning_rate \(now 0.05, e.g. 0.005\)") as e:
     t.run()
+  assert "clip_norm=5" not in str(e.value)  # it is 5 already: the advice fits the config
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-2")
   again = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
   assert np.isfinite(again.step.discriminators[0].weights[0].numpy()).all()
@@ -162,11 +183,13 @@ def test_periodic_and_final_evaluation_are_recorded(tmp_path):
   assert final["classifier"]["test_accuracy"] >= 0.985
 
 
-def test_mirrored_strategy_matches_default(tmp_path, idx_dir):
+@pytest.mark.parametrize("faults", [[], ["--config.topology.link_failure=0.3",
+                                          "--config.topology.agent_dropout=0.2"]])
+def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
   """Four agents over two logical CPU replicas (two agents each, phi all-gathered) compute the
-  same weights as one replica holding all four."""
+  same weights as one replica holding all four, also with links failing and agents offline."""
   flags = [f"--config.data.source_dir={idx_dir}", "--config.num_agents=4",
-           "--config.data.partition=iid", "--config.topology.graph=ring", *TINY_FLAGS]
+           "--config.data.partition=iid", "--config.topology.graph=ring", *TINY_FLAGS, *faults]
   runs = {}
   for name, extra in (("default", []), ("mirrored", ["--config.train.strategy=mirrored",
                                                       "--config.train.replicas=2"])):
@@ -211,3 +234,229 @@ def test_gossip_mode_runs(tmp_path, idx_dir):
   c = tiny_config(idx_dir, **{"train.mode": "gossip", "train.iterations": 2})
   record = trainer.Trainer(c, str(tmp_path / "run")).run()
   assert record["parameters_sent_per_iteration"] > 0 and np.isfinite(record["final_d_loss"]).all()
+
+
+def _checkpoint_tensors(workdir, prefix=None):
+  prefix = prefix or tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  reader = tf.train.load_checkpoint(prefix)
+  return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+          if n.startswith(("generators", "discriminators", "d_optimizers", "g_optimizers", "noise",
+                           "iteration"))}
+
+
+def test_no_checkpoint_of_non_finite_weights(tmp_path, idx_dir):
+  """Issue 11, case 1: weights can turn NaN while the losses stay finite (here a generator's
+  BatchNorm moving mean, which training-mode losses never read); the checkpoint due then is
+  refused, the last finite one is named and kept, and a resume starts from finite weights."""
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
+  t = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
+  moving_mean = [v for v in t.step.generators[0].non_trainable_variables
+                 if "moving_mean" in v.path][0]
+  moving_mean.assign(tf.fill(moving_mean.shape, float("nan")))
+  with pytest.raises(trainer.TrainingError, match=r"non-finite weights at iteration 4 for "
+                     r"agent\(s\) \[0(, 1)?\]\. Nothing more was saved; the last checkpoint "
+                     r"\(ckpt-2, weights finite\) is intact\."):
+    t.run()
+  ckpts = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
+  assert ckpts.model_checkpoint_path.endswith("ckpt-2")
+  for prefix in ckpts.all_model_checkpoint_paths:
+    for name, value in _checkpoint_tensors(workdir, prefix).items():
+      assert np.isfinite(value).all(), (prefix, name)
+
+
+def test_divergence_advice_fits_the_config(tmp_path, idx_dir):
+  """mu = 1e6 diverges at once: clip_norm is already 5, so the advice is a lower step size."""
+  c = tiny_config(idx_dir, **{"train.learning_rate": 1e6, "train.checkpoint_every": 1,
+                              "train.iterations": 20})
+  with pytest.raises(trainer.TrainingError, match=r"No checkpoint had been written yet\. Lower "
+                     r"--config.train.learning_rate \(now 1e\+06, e.g. 100000\)") as e:
+    trainer.train_and_evaluate(c, str(tmp_path / "run"))
+  assert "clip_norm=5" not in str(e.value)
+  c.train.clip_norm = 0.0
+  with pytest.raises(trainer.TrainingError, match=r"Clip the gradients "
+                     r"\(--config.train.clip_norm=5\), or lower"):
+    trainer.train_and_evaluate(c, str(tmp_path / "run0"))
+
+
+def test_failed_start_leaves_the_workdir_to_the_corrected_run(tmp_path, idx_dir):
+  """Issue 11, case 3: a config.json left by a start that failed before any checkpoint (older
+  versions wrote it early) does not refuse a different, corrected config."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(tiny_config(idx_dir, **{"data.batch_size": 100000}).to_json())
+  (workdir / "log.jsonl").write_text(json.dumps({"iteration": 1}) + "\n")
+  record = trainer.train_and_evaluate(tiny_config(idx_dir), str(workdir))
+  assert record["iterations"] == 3
+  assert [json.loads(l)["iteration"] for l in open(workdir / "log.jsonl")] == [1, 2, 3]
+
+
+def _files(workdir):
+  out = {}
+  for root, _, names in os.walk(workdir):
+    for n in names:
+      p = os.path.join(root, n)
+      out[os.path.relpath(p, workdir)] = open(p, "rb").read()
+  return out
+
+
+def test_resume_after_a_kill_keeps_records_whole_and_a_finished_rerun_changes_nothing(
+    tmp_path, idx_dir):
+  """Issue 11, case 4: killed after iteration 3 with its checkpoint at 2, the resumed run writes
+  iteration 3 once, adds its time to the first session's, and counts messages over the whole run;
+  rerunning the finished run leaves every file as it was."""
+  straight = trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}),
+                                        str(tmp_path / "a"))
+  workdir = str(tmp_path / "b")
+  first = trainer.train_and_evaluate(tiny_config(idx_dir), workdir)   # 3 iterations, ckpt-2, ckpt-3
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  for name in os.listdir(ckpt_dir):                                  # as if killed before ckpt-3
+    if name.startswith("ckpt-3"):
+      os.remove(os.path.join(ckpt_dir, name))
+  with open(os.path.join(ckpt_dir, "checkpoint"), "w") as f:
+    f.write('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
+  os.remove(os.path.join(workdir, "run.json"))
+  record = trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}), workdir)
+  rows = [json.loads(l)["iteration"] for l in open(os.path.join(workdir, "log.jsonl"))]
+  assert rows == [1, 2, 3, 4, 5]
+  assert record["train_seconds"] > workdir_lib.session_seconds(ckpt_dir, 2) > 0
+  assert record["parameters_sent_per_iteration"] == straight["parameters_sent_per_iteration"] > 0
+  assert first["parameters_sent_per_iteration"] == straight["parameters_sent_per_iteration"]
+  before = _files(workdir)
+  again = trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}), workdir)
+  assert again == record and _files(workdir) == before
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, idx_dir, monkeypatch):
+  """No space left while writing ckpt-4: one message naming the path and the intact ckpt-2; the
+  half-written ckpt-4_temp/ is removed and a rerun resumes from ckpt-2."""
+  workdir = str(tmp_path / "run")
+  c = tiny_config(idx_dir, **{"train.iterations": 4})
+  t = trainer.Trainer(c, workdir)
+  real_save = t.manager.save
+
+  def full_disk(checkpoint_number=None):
+    if checkpoint_number == 4:
+      os.makedirs(os.path.join(t.manager.directory, "ckpt-4_temp"))
+      open(os.path.join(t.manager.directory, "ckpt-4_temp", "part-00000-of-00001"), "w").close()
+      raise tf.errors.ResourceExhaustedError(
+          None, None, f"{t.manager.directory}/ckpt-4_temp/part-00000-of-00001; No space left on "
+          "device")
+    return real_save(checkpoint_number=checkpoint_number)
+
+  monkeypatch.setattr(t.manager, "save", full_disk)
+  with pytest.raises(workdir_lib.WorkdirError, match=r"cannot write checkpoint ckpt-4 in .*"
+                     r"checkpoints: .*No space left on device\. The last checkpoint \(ckpt-2\) is "
+                     r"intact; free disk space"):
+    t.run()
+  assert not os.path.exists(os.path.join(t.manager.directory, "ckpt-4_temp"))
+  assert tf.train.latest_checkpoint(t.manager.directory).endswith("ckpt-2")
+  again = trainer.Trainer(c, workdir)
+  assert int(again.iteration.numpy()) == 2
+  assert again.run()["iterations"] == 4
+
+
+def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, idx_dir):
+  """bin/evaluate --workdir without exports builds the agents from the checkpoint, read-only:
+  no config.json rewrite, no new event file."""
+  from tfdiffgan import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  trainer.train_and_evaluate(tiny_config(idx_dir), workdir)
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(os.path.join(workdir, "export"))
+  before = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in _files(workdir)}
+  _, gens = evaluate.workdir_generators(workdir)
+  assert len(gens) == 2
+  assert {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in _files(workdir)} == before
+
+
+def test_link_failures_and_dropouts_train_and_count_surviving_links(tmp_path, idx_dir):
+  """diffusion and gossip with faults: every agent finite, fewer parameters sent than without,
+  and p = q = 0 builds exactly the fault-free schedule."""
+  base = dict(**{"num_agents": 4, "data.partition": "iid", "topology.graph": "ring",
+                 "train.iterations": 2})
+  for mode in ("diffusion", "gossip"):
+    clean = trainer.Trainer(tiny_config(idx_dir, **base, **{"train.mode": mode}),
+                            str(tmp_path / f"{mode}0"))
+    assert not isinstance(clean.schedule, topology.FaultySchedule)
+    faulty = trainer.Trainer(tiny_config(idx_dir, **base, **{
+        "train.mode": mode, "topology.link_failure": 0.5, "topology.agent_dropout": 0.3}),
+        str(tmp_path / f"{mode}1"))
+    record = faulty.run()
+    assert np.isfinite(record["final_d_loss"]).all() and np.isfinite(record["final_g_loss"]).all()
+    assert 0 < faulty.lambda2 < 1
+    sent_clean = sum(clean.schedule.messages(i) @ clean.params_per_round for i in range(2)) / 2
+    assert 0 < record["parameters_sent_per_iteration"] < sent_clean
+
+
+KILL_FLAGS = [f for f in TINY_FLAGS if not f.startswith(("--config.train.iterations",
+                                                          "--config.train.checkpoint_every"))] + [
+    "--config.train.iterations=40", "--config.train.checkpoint_every=10",
+    "--config.num_agents=2", "--config.topology.graph=ring", "--config.data.partition=iid"]
+
+
+def _start_bin_train(workdir, *args):
+  cmd = [sys.executable, os.path.join(ROOT, "bin", "train"),
+         f"--config={os.path.join(ROOT, 'configs', 'mnist_noniid.py')}", f"--workdir={workdir}",
+         *args]
+  return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def _wait_for(proc, text):
+  for line in proc.stdout:
+    if text in line:
+      return True
+  return False
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  idx = str(tmp_path_factory.mktemp("idx"))
+  from conftest import make_idx_dir  # pylint: disable=g-import-not-at-top
+  make_idx_dir(idx)
+  workdir = str(tmp_path_factory.mktemp("straight") / "run")
+  result = _bin_train(workdir, f"--config.data.source_dir={idx}", *KILL_FLAGS)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return idx, _checkpoint_tensors(workdir)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_a_stopped_run_resumes_bit_identical(tmp_path, uninterrupted, how):
+  """A real bin/train stopped between checkpoints (SIGKILL: nothing more saved; SIGINT: a clean
+  stop that saves a checkpoint where it is and names it), then rerun: the final weights, optimizer
+  and noise states equal an uninterrupted run's bit for bit, and no log row appears twice. While
+  the first runs, a second run on the same workdir is refused, naming the first's pid."""
+  idx, expected = uninterrupted
+  workdir = str(tmp_path / "run")
+  flags_ = [f"--config.data.source_dir={idx}", *KILL_FLAGS]
+  proc = _start_bin_train(workdir, *flags_)
+  try:
+    assert _wait_for(proc, "iter 13/40")
+    if how == "SIGKILL":
+      c = tiny_config(idx)
+      with pytest.raises(workdir_lib.WorkdirError, match=rf"in use by a running training "
+                         rf"\(pid {proc.pid} "):
+        trainer.train_and_evaluate(c, workdir)
+    os.kill(proc.pid, getattr(signal, how))
+    out, err = proc.communicate(timeout=300)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  if how == "SIGINT":
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    stopped = int(re.search(r"stopped by SIGINT at iteration (\d+)/40; saved \S+ckpt-(\d+)\.",
+                            err).group(1))
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith(
+        f"ckpt-{stopped}") and 13 <= stopped < 40
+  else:
+    assert proc.returncode == -signal.SIGKILL
+    assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-10")
+  result = _bin_train(workdir, *flags_)
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = _checkpoint_tensors(workdir)
+  assert set(got) == set(expected)
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  rows = [json.loads(l)["iteration"] for l in open(os.path.join(workdir, "log.jsonl"))]
+  assert rows == list(range(1, 41))

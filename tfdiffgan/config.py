@@ -1,6 +1,7 @@
 """Config checks: catch a bad field before any work starts, and a resume that would not fit."""
 
 import json
+import math
 import os
 
 MODES = ("diffusion", "noncooperative", "centralized", "fusion", "gossip")
@@ -12,8 +13,25 @@ RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_eve
                     "train.sample_every", "train.keep_checkpoints", "eval.")
 
 
+# Fields added after runs were saved: a saved config without them meant these values.
+ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
+                "topology.failure_rule": "metropolis"}
+
+
 class ConfigError(ValueError):
-  """A config field is invalid; the message names it and the fix."""
+  """A config field (or a command-line flag) is invalid; the message names it and the fix."""
+
+
+def _numbers(node, prefix=""):
+  """(field, value) for every number in a ConfigDict, nested lists included."""
+  items = node.items() if hasattr(node, "items") else enumerate(node)
+  for key, value in items:
+    field = f"{prefix}.{key}" if prefix and hasattr(node, "items") else (
+        f"{prefix}[{key}]" if prefix else str(key))
+    if hasattr(value, "items") or isinstance(value, (list, tuple)):
+      yield from _numbers(value, field)
+    elif isinstance(value, float):
+      yield field, value
 
 
 def _choice(value, allowed, field):
@@ -22,7 +40,7 @@ def _choice(value, allowed, field):
 
 
 def _positive(value, field, allow_zero=False):
-  if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+  if not isinstance(value, (int, float)) or not value >= 0 or (value == 0 and not allow_zero):
     raise ConfigError(f"{field}={value!r} must be a {'non-negative' if allow_zero else 'positive'} "
                       "number.")
 
@@ -30,6 +48,10 @@ def _positive(value, field, allow_zero=False):
 def validate(config):
   """Raises ConfigError naming the first bad field."""
   from tfdiffgan import data, diffusion, exchange, optim, topology  # pylint: disable=g-import-not-at-top
+  for field, value in _numbers(config):
+    if not math.isfinite(value):
+      raise ConfigError(f"{field}={value!r} is not a finite number; set --config.{field}=... "
+                        "to a real value.")
   _choice(config.data.name, data.DATASETS, "data.name")
   _choice(config.data.partition, ("iid", "classes", "dirichlet"), "data.partition")
   _choice(config.train.mode, MODES, "train.mode")
@@ -54,7 +76,12 @@ def validate(config):
   if config.eval.periodic_samples < 2:
     raise ConfigError("eval.periodic_samples must be at least 2.")
   _positive(config.train.iterations, "train.iterations", allow_zero=True)
-  _positive(config.train.learning_rate, "train.learning_rate", allow_zero=True)
+  if config.train.learning_rate == 0:
+    raise ConfigError("train.learning_rate=0 means no agent ever learns (phi = w): the run would "
+                      "only average its initial weights. Set a positive step size, e.g. "
+                      "--config.train.learning_rate=0.05.")
+  _positive(config.train.learning_rate, "train.learning_rate")
+  _positive(config.train.clip_norm, "train.clip_norm", allow_zero=True)
   _positive(config.model.width, "model.width")
   _positive(config.train.collective_timeout, "train.collective_timeout", allow_zero=True)
   if config.train.strategy != "default" and config.train.mode == "centralized":
@@ -73,6 +100,11 @@ def validate(config):
                                      os.path.exists(config.train.init_from + ".index")):
     raise ConfigError(f"train.init_from={config.train.init_from!r} is neither a workdir nor a "
                       "checkpoint prefix (PATH.index missing); point it at a finished run's workdir.")
+  if config.data.partition == "dirichlet":
+    _positive(config.data.dirichlet_alpha, "data.dirichlet_alpha")
+  if config.data.partition == "classes":
+    data.check_classes(config.data.classes, config.num_agents)
+  topology.check_faults(config)
   if config.data.partition == "classes" and len(config.data.classes) != config.num_agents:
     raise ConfigError(f"data.classes lists {len(config.data.classes)} agents but num_agents="
                       f"{config.num_agents}; give one list of classes per agent.")
@@ -93,12 +125,14 @@ def _flatten(d, prefix=""):
 
 
 def check_resume(workdir, config):
-  """Refuses to resume a workdir whose saved config trains something else."""
+  """Refuses to resume a workdir whose saved config trains something else. A workdir without a
+  checkpoint holds nothing to resume (e.g. a start that failed), so any config may use it."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not os.path.exists(path) or not os.path.exists(os.path.join(workdir, "checkpoints",
+                                                                 "checkpoint")):
     return
   with open(path) as f:
-    saved = _flatten(json.load(f))
+    saved = {**ADDED_FIELDS, **_flatten(json.load(f))}
   new = _flatten(to_dict(config))
   diffs = [f"{k}: saved {saved.get(k)!r}, now {new.get(k)!r}"
            for k in sorted(set(saved) | set(new))
@@ -107,6 +141,15 @@ def check_resume(workdir, config):
     raise ConfigError(f"{workdir} holds a run with a different config, so it cannot be resumed:\n  "
                       + "\n  ".join(diffs) +
                       "\nUse a new --workdir, or restore these values to resume the saved run.")
+
+
+def upgrade(config):
+  """A config loaded from an older run's config.json, with the fields added since (in place)."""
+  for field, value in ADDED_FIELDS.items():
+    section, name = field.split(".")
+    if name not in config[section]:
+      config[section][name] = value
+  return config
 
 
 def write(workdir, config):

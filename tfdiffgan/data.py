@@ -24,6 +24,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan.config import ConfigError
+
 DATASETS = ("mnist", "fashion_mnist")
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
@@ -69,6 +71,9 @@ def read_idx(path):
     raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number). "
                     "Replace it with the original download.")
   ndim = raw[3]
+  if len(raw) < 4 + 4 * ndim:
+    raise DataError(f"{path} is truncated inside its header ({len(raw)} bytes, the header of a "
+                    f"{ndim}-d IDX file needs {4 + 4 * ndim}). Replace it with the original download.")
   dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
   expected = int(np.prod(dims)) if dims else 0
   body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
@@ -289,21 +294,21 @@ def partition(labels, num_agents, scheme, seed=0, classes=None, alpha=0.5):
     size = len(labels) // num_agents
     return [np.sort(perm[k * size:(k + 1) * size]) for k in range(num_agents)]
   if scheme == "classes":
-    classes = [list(c) for c in (classes or [])]
+    classes = check_classes(classes, num_agents)
     if len(classes) != num_agents:
-      raise ValueError(f"data.classes lists {len(classes)} agents but there are {num_agents} "
+      raise ConfigError(f"data.classes lists {len(classes)} agents but there are {num_agents} "
                        "agents; give one list of classes per agent (e.g. [[0,1],[2,3],...]).")
     for k, cs in enumerate(classes):
       if not cs:
-        raise ValueError(f"data.classes[{k}] is empty; every agent needs at least one class.")
+        raise ConfigError(f"data.classes[{k}] is empty; every agent needs at least one class.")
       bad = [c for c in cs if not 0 <= int(c) < NUM_CLASSES]
       if bad:
-        raise ValueError(f"data.classes[{k}] names class(es) {bad}, which do not exist; "
+        raise ConfigError(f"data.classes[{k}] names class(es) {bad}, which do not exist; "
                          f"classes are 0..{NUM_CLASSES - 1}.")
     return [np.flatnonzero(np.isin(labels, cs)).astype(np.int64) for cs in classes]
   if scheme == "dirichlet":
-    if alpha <= 0:
-      raise ValueError(f"data.dirichlet_alpha must be > 0, got {alpha}.")
+    if not alpha > 0 or not np.isfinite(alpha):
+      raise ConfigError(f"data.dirichlet_alpha must be a finite number > 0, got {alpha}.")
     shards = [[] for _ in range(num_agents)]
     for c in np.unique(labels):
       idx = rng.permutation(np.flatnonzero(labels == c))
@@ -311,7 +316,29 @@ def partition(labels, num_agents, scheme, seed=0, classes=None, alpha=0.5):
       for k, part in enumerate(np.split(idx, cuts)):
         shards[k].extend(part.tolist())
     return [np.sort(np.asarray(s, np.int64)) for s in shards]
-  raise ValueError(f"unknown data.partition {scheme!r}; choose iid, classes or dirichlet.")
+  raise ConfigError(f"unknown data.partition {scheme!r}; choose iid, classes or dirichlet.")
+
+
+def check_classes(classes, num_agents):
+  """data.classes as a list of integer lists, one per agent, or a ConfigError showing the shape."""
+  example = [[2 * k, 2 * k + 1] for k in range(min(num_agents, 2))]
+  if not isinstance(classes, (list, tuple)) or not all(
+      isinstance(c, (list, tuple)) and all(isinstance(x, (int, np.integer)) and
+                                            not isinstance(x, bool) for x in c) for c in classes):
+    raise ConfigError(f"data.classes={classes!r} must be a list of lists of class ids, one list "
+                      f"per agent (e.g. {example}, ...).")
+  return [[int(x) for x in c] for c in classes]
+
+
+def check_shards(shards, batch_size):
+  """Every agent needs one full batch: refuses a run before anything is written."""
+  sizes = [len(s) for s in shards]
+  small = [k for k, n in enumerate(sizes) if n < batch_size]
+  if small:
+    raise ConfigError(
+        f"agent(s) {small} hold {[sizes[k] for k in small]} images, fewer than "
+        f"data.batch_size={batch_size}; lower --config.data.batch_size"
+        + (f" (at most {min(sizes)})" if min(sizes) else "") + ", or give every agent more data (data.partition, data.dirichlet_alpha, data.classes).")
 
 
 def agent_pipeline(images_uint8, batch_size, rounds, seed, skip_iterations=0):
@@ -324,10 +351,8 @@ def agent_pipeline(images_uint8, batch_size, rounds, seed, skip_iterations=0):
   position ``skip_iterations * rounds * batch`` at no cost and sees the batches of a run never
   stopped.
   """
+  check_shards([images_uint8], batch_size)
   n = len(images_uint8)
-  if n < batch_size:
-    raise ValueError(f"an agent holds {n} images, fewer than data.batch_size={batch_size}; "
-                     "lower the batch size or give the agent more data.")
   images = tf.constant(images_uint8[..., None])
   seed, per_iteration = int(seed) % (2**63 - 1), batch_size * rounds
 

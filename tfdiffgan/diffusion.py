@@ -228,17 +228,18 @@ class DiffusionStep:
     id is static, so each traces only its own agents)."""
     return [k - self.first for k in self.placement.agents_of(replica)]
 
-  def _round(self, replica, adapt, variables, A, active_row):
+  def _round(self, replica, adapt, variables, A, active_row, previous):
     """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K].
-    An agent whose ``active_row`` entry is 0 is switched off: it does not adapt."""
+    An agent whose ``active_row`` entry is 0 is switched off: it does not adapt, and reports its
+    loss of the previous round (``previous`` [L]); its row and column of A are e_k already."""
     slots = self._own_slots(replica)
 
-    def adapt_or_idle(i):
+    def adapt_or_idle(j, i):
       if active_row is None:
         return adapt(i)
-      return tf.cond(active_row[self.first + i] > 0, lambda: adapt(i), lambda: tf.zeros([]))
+      return tf.cond(active_row[self.first + i] > 0, lambda: adapt(i), lambda: previous[j])
 
-    losses = tf.stack([adapt_or_idle(i) for i in slots])
+    losses = tf.stack([adapt_or_idle(j, i) for j, i in enumerate(slots)])
     if self.cooperative:
       phi_local = [stack_agents(vs) for vs in zip(*(variables[i] for i in slots))]  # [L, ...]
       mixed = self.exchange.combine(phi_local, A, replica)
@@ -263,11 +264,11 @@ class DiffusionStep:
     for r in rounds(self.n_d):                                     # Algorithm 1, lines 2-7
       d_losses = self._round(
           replica, lambda i, r=r: self._adapt_discriminator(i, real[i, r], z[i, r]),
-          self.d_vars, matrices[r], row(r))
+          self.d_vars, matrices[r], row(r), d_losses)
     for r in rounds(self.n_g):                                     # Algorithm 1, lines 8-13
       g_losses = self._round(
           replica, lambda i, r=r: self._adapt_generator(i, z[i, self.n_d + r]), self.g_vars,
-          matrices[self.n_d + r], row(self.n_d + r))
+          matrices[self.n_d + r], row(self.n_d + r), g_losses)
     return {"d_loss": d_losses, "g_loss": g_losses}
 
   def _iteration(self, real, matrices, active):

@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan import config as config_lib
 from tfdiffgan import export as export_lib
 from tfdiffgan import metrics
 from tfdiffgan.export import ExportError
@@ -17,7 +18,7 @@ def _workdir_config(workdir):
   if not os.path.exists(path):
     raise ExportError(f"{workdir} holds no config.json: not a bin/train workdir.")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return config_lib.upgrade(ml_collections.ConfigDict(json.load(f)))
 
 
 def workdir_generators(workdir):
@@ -33,7 +34,11 @@ def workdir_generators(workdir):
       out.append((name, serve, latent))
     return config, out
   from tfdiffgan import trainer  # pylint: disable=g-import-not-at-top
-  t = trainer.Trainer(config, workdir)
+  if config.train.strategy == "multiworker":  # each worker checkpointed its own agents
+    gens = trainer.load_worker_generators(config, workdir)
+    return config, [(f"agent_{k}", lambda z, g=g: g(z, training=False), config.model.latent_dim)
+                    for k, g in enumerate(gens)]
+  t = trainer.Trainer(config, workdir, read_only=True)
   if not t.manager.latest_checkpoint:
     raise ExportError(f"{workdir} has neither exports nor checkpoints; train it first.")
   return config, [(f"agent_{k}", lambda z, g=g: g(z, training=False), config.model.latent_dim)
@@ -47,7 +52,7 @@ def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1, incept
   usual Inception FID, comparable with published numbers (slow on a CPU: 299x299 inputs).
   """
   if bool(workdir) == bool(model):
-    raise ValueError("give exactly one of --workdir or --model")
+    raise config_lib.ConfigError("give exactly one of --workdir or --model.")
   if workdir:
     config, gens = workdir_generators(workdir)
     dataset = dataset or config.data.name
@@ -65,7 +70,10 @@ def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1, incept
     real_inception = metrics.inception_features(real, inception_weights)
   agents = []
   for name, generate, latent in gens:
-    m = evaluator.score_generator(generate, latent, num_samples, seed=seed)
+    try:
+      m = evaluator.score_generator(generate, latent, num_samples, seed=seed)
+    except metrics.MetricsError as e:
+      raise metrics.MetricsError(f"{name}: {e}") from e
     if real_inception is not None:
       z = np.random.default_rng(seed).normal(size=(num_samples, latent)).astype(np.float32)
       fake = np.concatenate([np.asarray(generate(tf.constant(z[i:i + 500])))
@@ -117,6 +125,8 @@ def format_table(result):
 def generate(model, num, out, seed=0):
   """Writes ``num`` samples of an exported generator as one square grid PNG, or single PNGs
   when ``out`` is a directory (ends with '/' or exists as one)."""
+  if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+    raise config_lib.ConfigError(f"--num={num!r} must be a positive number of samples.")
   serve, latent = export_lib.load_generator(model)
   z = np.random.default_rng(seed).normal(size=(num, latent)).astype(np.float32)
   images = serve(tf.constant(z)).numpy()

@@ -38,14 +38,27 @@ def load_generator(path):
                       "bin/train (it writes WORKDIR/export/agent_K).")
   try:
     loaded = tf.saved_model.load(path)
-    serve = loaded.serve
-    spec = serve.input_signature[0] if serve.input_signature else None
   except Exception as e:  # pylint: disable=broad-except
     raise ExportError(f"cannot load the SavedModel at {path}: {e}. Re-export it.") from e
-  if spec is None or spec.shape.rank != 2 or spec.shape[1] is None:
-    raise ExportError(f"{path}: serve() must take float32 [N, latent]; found {spec}.")
+  serve = getattr(loaded, "serve", None)
+  signature = getattr(serve, "input_signature", None)
+  if serve is None or not signature:
+    raise ExportError(f"{path} has no serve(z) endpoint with an input signature; export the "
+                      "generator with bin/train (it writes WORKDIR/export/agent_K).")
+  spec = signature[0]
+  if (len(signature) != 1 or not isinstance(spec, tf.TensorSpec) or spec.dtype != tf.float32
+      or spec.shape.rank != 2 or spec.shape[1] is None):
+    raise ExportError(f"{path}: serve() must take one float32 [N, latent] tensor; it takes "
+                      f"{list(signature)}. Re-export the generator with bin/train.")
   latent_dim = int(spec.shape[1])
-  out = serve(tf.zeros([1, latent_dim]))
+  try:
+    out = serve(tf.zeros([1, latent_dim]))
+  except Exception as e:  # pylint: disable=broad-except  # a foreign model, not our bug
+    raise ExportError(f"{path}: serve() fails on a [1, {latent_dim}] input: "
+                      f"{str(e).splitlines()[0][:200]}. Re-export the generator.") from e
+  if not isinstance(out, tf.Tensor):
+    raise ExportError(f"{path}: serve() returns a {type(out).__name__}, not one tensor "
+                      "[N, 28, 28, 1]; re-export the generator with bin/train.")
   if tuple(out.shape[1:]) != (28, 28, 1):
     raise ExportError(f"{path}: serve() returns shape {tuple(out.shape)}, expected [N, 28, 28, 1].")
   return serve, latent_dim

@@ -203,6 +203,11 @@ class Evaluator:
     self.real_features, _ = self.classifier.features_and_logits(real_images)
 
   def score_images(self, images, kid_subsets=10):
+    bad = int(np.count_nonzero(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(1)))
+    if bad:
+      raise MetricsError(f"{bad} of {len(images)} samples hold NaN or Inf: the generator's weights "
+                         "are not finite (a diverged run), so it cannot be scored. Score an "
+                         "earlier checkpoint or retrain with a lower train.learning_rate.")
     feats, logits = self.classifier.features_and_logits(images)
     hist = class_histogram(logits)
     kid, kid_se = kid_from_features(feats, self.real_features, num_subsets=kid_subsets)

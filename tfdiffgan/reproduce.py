@@ -17,6 +17,7 @@ from tfdiffgan import topology
 
 
 THEOREM1_GROUPS = ("theorem1", "theorem1_warm")  # from scratch; from one common trained state
+APART = THEOREM1_GROUPS + ("faults",)  # groups kept out of the per-mode table of final metrics
 BASELINES = ("fusion", "gossip")  # the works the paper cites, beside its own three modes
 
 
@@ -39,6 +40,10 @@ def _apply_quick(grid):
   grid.theorem1.log_every = grid.theorem1.warm_log_every = 1
   grid.theorem1.warmup_iterations = q.theorem1_warmup_iterations
   grid.theorem1.warm_iterations = q.theorem1_iterations
+  grid.faults.link_failures, grid.faults.agent_dropouts = (q.faults_link_failures,
+                                                           q.faults_agent_dropouts)
+  grid.faults.seeds, grid.faults.iterations = grid.seeds[:1], q.iterations
+  grid.faults.eval_every = q.eval_every
   return grid
 
 
@@ -106,6 +111,20 @@ def cells(grid, results_dir=""):
         c.train.init_from = os.path.join(results_dir, "runs", warmup)
         out.append((f"theorem1_warm/{graph}/mu{mu}", "theorem1_warm", c))
 
+  def faults():
+    """The main job under random link failures (p) and agent dropouts (q): --only=faults."""
+    f = grid.faults
+    for seed in f.seeds:
+      for q in f.agent_dropouts:
+        for p in f.link_failures:
+          c = base("mnist", seed, grid.num_agents)
+          c.data.partition, c.train.iterations = "classes", f.iterations
+          c.eval.eval_every = f.eval_every
+          c.train.log_every = max(1, min(50, f.iterations // 10))
+          c.train.checkpoint_every = c.train.sample_every = max(1, f.iterations // 4)
+          c.topology.link_failure, c.topology.agent_dropout = p, q
+          out.append((f"faults/p{p}/q{q}/seed{seed}", "faults", c))
+
   # Seed-major order, Theorem 1 after the first seed: a grid stopped part-way already has one
   # seed of every cell and the Theorem 1 sweep.
   homogeneous_and_noniid(grid.seeds[0])
@@ -113,6 +132,7 @@ def cells(grid, results_dir=""):
   theorem1_warm()
   for seed in grid.seeds[1:]:
     homogeneous_and_noniid(seed)
+  faults()
   return out
 
 
@@ -149,7 +169,7 @@ def run_grid(grid, results_dir, quick=False, only=(), log=print):
       continue
     log(f"[reproduce] {i + 1}/{len(todo)} {name}")
     t0 = time.time()
-    trainer.Trainer(config, workdir).run()
+    trainer.train_and_evaluate(config, workdir)
     timings[name] = time.time() - t0
   results = collect(todo, results_dir)
   results["settings"] = json.loads(grid.to_json())
@@ -180,6 +200,10 @@ def collect(todo, results_dir):
         "group": group, "mode": config.train.mode, "dataset": config.data.name,
         "partition": config.data.partition, "seed": config.seed,
         "graph": config.topology.graph, "mu": config.train.learning_rate,
+        "link_failure": config.topology.get("link_failure", 0.0),
+        "agent_dropout": config.topology.get("agent_dropout", 0.0),
+        "final_disagreement": [record.get("disagreement_discriminator"),
+                               record.get("disagreement_generator")],
         "lambda_2": record["lambda_2"], "train_seconds": record["train_seconds"],
         "spectral_factor": topology.spectral_factor(record["combination_matrix"]),
         "parameters_sent_per_iteration": record["parameters_sent_per_iteration"],
@@ -202,7 +226,7 @@ def summarize(runs):
   """Per (dataset, partition, mode): final FID/KID/coverage mean over seeds; Theorem 1 fits."""
   table = {}
   for r in runs.values():
-    if r["group"] in THEOREM1_GROUPS or r["final"] is None:
+    if r["group"] in APART or r["final"] is None:
       continue
     key = f"{r['dataset']}/{r['partition']}/{r['mode']}"
     table.setdefault(key, []).append(r)
@@ -223,7 +247,42 @@ def summarize(runs):
     }
   for group in THEOREM1_GROUPS:
     summary[group] = _theorem1_fits([r for r in runs.values() if r["group"] == group])
+  summary["faults"] = _faults_table([r for r in runs.values() if r["group"] == "faults"])
   return summary
+
+
+def _faults_table(runs):
+  """Per (p, q): final FID per agent, the weakest class share, disagreement, messages."""
+  table = {}
+  for r in sorted(runs, key=lambda r: (r["agent_dropout"], r["link_failure"], r["seed"])):
+    if r["final"] is None:
+      continue
+    agents = r["final"]["agents"]
+    table.setdefault(f"p{r['link_failure']}/q{r['agent_dropout']}", []).append({
+        "link_failure": r["link_failure"], "agent_dropout": r["agent_dropout"], "seed": r["seed"],
+        "fid_per_agent": [a["fid"] for a in agents],
+        "fid_mean": r["final"]["network"]["fid_mean"],
+        "weakest_class_share": float(min(min(a["class_histogram"]) for a in agents)),
+        "coverage_per_agent": [a["coverage"] for a in agents],
+        "disagreement": r["final_disagreement"], "lambda_2": r["lambda_2"],
+        "parameters_sent_per_iteration": r["parameters_sent_per_iteration"]})
+  return table
+
+
+def faults_claim(table, p=0.3, tolerance=0.15):
+  """At link failure p (no dropout) every agent still draws all ten digits (each >= 5% of its
+  samples) and the mean FID stays within ``tolerance`` of p = 0 (Zhao & Sayed 2015 predict a
+  graceful O(mu) degradation). None without both runs."""
+  base, test = table.get("p0.0/q0.0"), table.get(f"p{p}/q0.0")
+  if not base or not test:
+    return None
+  fid0 = float(np.mean([r["fid_mean"] for r in base]))
+  fid = float(np.mean([r["fid_mean"] for r in test]))
+  all_digits = all(min(r["coverage_per_agent"]) == 10 for r in test)
+  return {"fid_p0": fid0, f"fid_p{p}": fid, "ratio": fid / fid0,
+          "weakest_class_share": min(r["weakest_class_share"] for r in test),
+          "every_agent_all_ten_digits": all_digits,
+          "holds": bool(all_digits and fid / fid0 <= 1 + tolerance)}
 
 
 def _theorem1_fits(runs):
@@ -258,7 +317,7 @@ def claims(runs, summary):
   the figures and a verdict; a claim without the runs it needs is None, not False."""
   fin, out = summary["final"], {}
   per_dataset = {}
-  for ds in sorted({r["dataset"] for r in runs.values() if r["group"] not in THEOREM1_GROUPS}):
+  for ds in sorted({r["dataset"] for r in runs.values() if r["group"] not in APART}):
     c = {}
     cen, dif = fin.get(f"{ds}/iid/centralized"), fin.get(f"{ds}/iid/diffusion")
     non = fin.get(f"{ds}/iid/noncooperative")
@@ -287,6 +346,8 @@ def claims(runs, summary):
           "holds": bool(min_share >= 0.05 and min(own) >= 0.90)}
     per_dataset[ds] = c
   out["per_dataset"] = per_dataset
+  if summary.get("faults"):
+    out["faults"] = faults_claim(summary["faults"])
   for group in THEOREM1_GROUPS:
     th = summary.get(group)
     if not th:
@@ -331,6 +392,19 @@ def markdown(results):
       lines.append(f"| {g} | {v['lambda_2']:.3f} | {lam} | {spec} | " +
                    " | ".join(f"{d:.3g}" for d in v["disagreement"]) +
                    f" | {v['slope'] if v['slope'] is None else round(v['slope'], 2)} |")
+  faults = results["summary"].get("faults")
+  if faults:
+    lines += ["", "faults (main job; p: link failure, q: agent dropout):", "",
+              "| p | q | FID per agent | mean | weakest class share | disagreement D / G "
+              "| lambda_2 (mean-square) | parameters sent / iteration |", "|---" * 8 + "|"]
+    for rows in faults.values():
+      for v in rows:
+        lines.append(
+            f"| {v['link_failure']} | {v['agent_dropout']} | "
+            + " ".join(f"{x:.1f}" for x in v["fid_per_agent"]) + f" | {v['fid_mean']:.2f} | "
+            f"{v['weakest_class_share']:.3f} | {v['disagreement'][0]:.3g} / "
+            f"{v['disagreement'][1]:.3g} | {v['lambda_2']:.3f} | "
+            f"{int(v['parameters_sent_per_iteration']):,} |")
   groups = {}
   for r in runs.values():
     groups[r["group"]] = groups.get(r["group"], 0.0) + r["train_seconds"]
@@ -354,7 +428,7 @@ def figures(results, results_dir):
     plt.close(fig)
     paths.append(name)
 
-  datasets = sorted({r["dataset"] for r in runs.values() if r["group"] not in THEOREM1_GROUPS})
+  datasets = sorted({r["dataset"] for r in runs.values() if r["group"] not in APART})
   for ds in datasets:
     # Fig. 3: FID against iterations, mean over agents (line) and agent spread (band)
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -10,6 +10,7 @@ writes the shared files.
 """
 
 import contextlib
+import glob
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from tfdiffgan import models
 from tfdiffgan import optim
 from tfdiffgan import placement as placement_lib
 from tfdiffgan import topology
+from tfdiffgan import workdir as workdir_lib
 
 
 def log(fmt, *args):
@@ -45,6 +47,16 @@ PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
 
 
 def build_network(config, num_data_agents):
+  """The mode's combination schedule, its (mean) matrix A and the number of agents, with the
+  topology's random link failures and agent dropouts (none by default)."""
+  schedule, A, K = base_network(config, num_data_agents)
+  if K == 1:
+    return schedule, A, K
+  schedule, A = topology.with_faults(schedule, A, config.topology, seed=config.seed)
+  return schedule, A, K
+
+
+def base_network(config, num_data_agents):
   """The mode's combination schedule, its (mean) matrix A and the number of agents.
 
   diffusion: A from the topology every round; noncooperative: A = I; centralized: one GAN on the
@@ -75,6 +87,26 @@ def make_generator(config, k):
   """Agent k's generator, initialised from its own seed (the same whoever builds it)."""
   keras.utils.set_random_seed(config.seed * 1000 + k)
   return models.make_generator(config.model.latent_dim, config.model.width, name=f"generator_{k}")
+
+
+def load_worker_generators(config, workdir):
+  """Every agent's generator of a multiworker workdir, in one process, from the checkpoints its
+  workers wrote under checkpoints/worker-N/ (they name agents by global id) at the latest
+  iteration all of them hold."""
+  dirs = sorted(glob.glob(os.path.join(workdir, "checkpoints", "worker-*")))
+  steps = [{int(p.rsplit("-", 1)[1]) for p in
+            (tf.train.get_checkpoint_state(d).all_model_checkpoint_paths
+             if tf.train.get_checkpoint_state(d) else [])} for d in dirs]
+  common = set.intersection(*steps) if steps else set()
+  if not common:
+    from tfdiffgan.export import ExportError  # pylint: disable=g-import-not-at-top
+    raise ExportError(f"{workdir} has neither exports nor a checkpoint that every worker saved; "
+                      "relaunch its training to finish it.")
+  gens = [make_generator(config, k) for k in range(config.num_agents)]
+  reader = tf.train.Checkpoint(generators={f"agent_{k}": g for k, g in enumerate(gens)})
+  for d in dirs:
+    reader.read(os.path.join(d, f"ckpt-{max(common)}")).expect_partial()
+  return gens
 
 
 def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, support=None):
@@ -123,7 +155,8 @@ def _fmt_time(seconds):
 class Trainer:
   """Holds one run: its agents, checkpoint, summaries; ``run()`` trains to config.train.iterations."""
 
-  def __init__(self, config, workdir):
+  def __init__(self, config, workdir, read_only=False):
+    """read_only: only restore (bin/evaluate): writes no config.json and no event file."""
     config_lib.validate(config)
     # multiworker: the strategy must exist before any other TensorFlow op in the process.
     self.strategy = diffusion.make_strategy(config.train.strategy, config.train.replicas,
@@ -145,11 +178,12 @@ class Trainer:
         config, None if config.train.mode == "centralized" else self.agent_ids,
         verbose=self.chief)
     self.schedule, self.A, self.K = build_network(config, config.num_agents)
-    self.lambda2 = topology.lambda2(self.A)
+    self.lambda2 = topology.rate(self.schedule, self.A)
     self.batch_size = config.data.batch_size
     if config.train.mode == "centralized":  # same samples per iteration as K agents of batch B
       shards, self.batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
     self.shards = shards
+    data_lib.check_shards(shards, self.batch_size)
 
     self.step = make_agents(config, self.K, self.A, self.strategy, self.agent_ids, self.worker,
                             support=self.schedule.support())
@@ -165,15 +199,16 @@ class Trainer:
     if resume:
       self.checkpoint.restore(resume).assert_existing_objects_matched()
       log("resumed %s at iteration %d", resume, int(self.iteration.numpy()))
+      self.check_finite_weights(int(self.iteration.numpy()), restored=True)
     elif config.train.init_from:
       self.warm_start(config.train.init_from)
     # Written only once the run has built: a bad config must not leave a config.json behind
     # that would then refuse the corrected one as an incompatible resume.
-    if self.chief:
+    if self.chief and not read_only:
       config_lib.write(workdir, config)
       self._write_placement()
-    self.writer = (tf.summary.create_file_writer(workdir) if self.chief
-                   else tf.summary.create_noop_writer())
+    # TensorBoard's writer: made on first use on the chief, a no-op on the other workers
+    self._writer = tf.summary.create_noop_writer() if read_only or not self.chief else None
     self._evaluator = None
     self._shadow = {}          # chief, multiworker: generators of other workers' agents
     self._network_gens = None  # (iteration, generators) last gathered
@@ -235,6 +270,13 @@ class Trainer:
           + "); a checkpoint directory was removed or the run crashed while saving. Train in a "
           "new --workdir.")
     return None
+
+  @property
+  def writer(self):
+    """TensorBoard's writer, made on first use: a rerun with nothing to do adds no event file."""
+    if self._writer is None:
+      self._writer = tf.summary.create_file_writer(self.workdir)
+    return self._writer
 
   def warm_start(self, source):
     """Loads every agent's G and D weights (BatchNorm statistics included) from another run's
@@ -368,7 +410,59 @@ class Trainer:
     return (diffusion.disagreement_of(self.step.gather_weights("discriminators")),
             diffusion.disagreement_of(self.step.gather_weights("generators")))
 
+  # ------------------------------------------------------------------------------- faults
+
+  def check_finite_weights(self, iteration, restored=False):
+    """Raises TrainingError if any agent's weights (BatchNorm statistics included) are NaN or
+    Inf: a loss can still be finite in the round the weights blow up, so a checkpoint is only
+    written after this passes. Every worker checks its own agents and learns the others' verdict
+    (a collective), so all of them stop together."""
+    local = np.array([not all(np.isfinite(v.numpy()).all() for m in (g, d) for v in m.weights)
+                      for g, d in zip(self.step.generators, self.step.discriminators)])
+    flags = self.step.gather_local(local).reshape(-1)
+    ids = (list(range(self.K)) if self.multiworker or len(flags) == self.K
+           else self.step.agent_ids)
+    bad = [k for k, f in zip(ids, flags) if f]
+    if not bad:
+      return
+    if restored:
+      raise TrainingError(
+          f"{self.manager.latest_checkpoint} holds non-finite weights for agent(s) {bad} (written "
+          "by a version that did not check them); delete it to resume from an earlier checkpoint, "
+          "or start again in a new --workdir.")
+    raise TrainingError(f"non-finite weights at iteration {iteration} for agent(s) {bad}. "
+                        + self._kept_and_advice())
+
+  def _kept_and_advice(self):
+    """What survives a divergence, and advice that fits this config."""
+    c, latest = self.config.train, self.manager.latest_checkpoint
+    kept = (f"Nothing more was saved; the last checkpoint ({os.path.basename(latest)}, weights "
+            "finite) is intact. " if latest else "No checkpoint had been written yet. ")
+    tips = [f"lower --config.train.learning_rate (now {c.learning_rate:g}, e.g. "
+            f"{c.learning_rate / 10:g})"]
+    if not c.clip_norm or c.clip_norm > 5:
+      tips.insert(0, "clip the gradients (--config.train.clip_norm=5)")
+    elif c.optimizer == "sgd" and c.learning_rate <= 0.1:  # mu already modest: try another rule
+      tips.append("try --config.train.optimizer=adam")
+    advice = ", or ".join(tips)
+    return (kept + advice[0].upper() + advice[1:] +
+            ", then rerun in a new --workdir (this one's checkpoints fix its config).")
+
+  def save(self, done, prior_seconds, t_start):
+    """A checkpoint at ``done``, only of finite weights, with the training time so far."""
+    self.check_finite_weights(done)
+    workdir_lib.save_checkpoint(self.manager, done)
+    workdir_lib.record_seconds(self.manager.directory, done,
+                               prior_seconds + time.time() - t_start)
+
   # ------------------------------------------------------------------------------------ loop
+
+  def stop_requested(self):
+    """Whether a signal asked this run to stop; with several workers, whether any worker's
+    did (a small collective each iteration), so that all stop at the same iteration."""
+    if not self.multiworker:
+      return bool(self.stop.received)
+    return bool(self.step.gather_local(np.array([bool(self.stop.received)])).any())
 
   def _log_progress(self, done, total, d_loss, g_loss, dis_d, dis_g, speed, sent_per_iteration):
     with self.writer.as_default(step=done):
@@ -389,22 +483,31 @@ class Trainer:
         dis_g, speed, _fmt_time((total - done) / max(speed, 1e-9)))
 
   def run(self):
-    """Trains to config.train.iterations; with several workers, a lost peer ends every worker
-    with a TrainingError that says how to resume instead of a hang or a stack of RPC errors."""
-    if not self.multiworker:
-      return self._run()
-    try:
-      return self._run()
-    except PEER_ERRORS as e:
-      raise TrainingError(
-          f"worker {self.worker} lost contact with the other workers "
-          f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). A worker died or is "
-          f"unreachable, so every worker stops. Relaunch the same command to resume from the "
-          f"latest checkpoint all workers hold (under {os.path.dirname(self.checkpoint_dir)}).")
+    """Trains to config.train.iterations. The first SIGINT/SIGTERM stops it cleanly at the end
+    of an iteration, with a checkpoint there (workdir.Interrupted); with several workers, a lost
+    peer ends every worker with a TrainingError that says how to resume instead of a hang or a
+    stack of RPC errors."""
+    with workdir_lib.StopOnSignal() as self.stop:
+      if not self.multiworker:
+        return self._run()
+      try:
+        return self._run()
+      except PEER_ERRORS as e:
+        raise TrainingError(
+            f"worker {self.worker} lost contact with the other workers "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). A worker died or is "
+            f"unreachable, so every worker stops. Relaunch the same command to resume from the "
+            f"latest checkpoint all workers hold (under {os.path.dirname(self.checkpoint_dir)}).")
 
   def _run(self):
     c = self.config
     total, start = int(c.train.iterations), int(self.iteration.numpy())
+    finished = workdir_lib.finished_record(self.workdir, start, total)
+    if finished is not None:
+      log("workdir already holds a finished run of %d iterations (>= %d); nothing to do",
+          start, total)
+      return finished
+    workdir_lib.resume_records(self.workdir, start, total)
     self.describe()
     record = {"lambda_2": self.lambda2, "combination_matrix": self.A.tolist(), "num_agents": self.K,
               "shard_classes": [np.flatnonzero(x).tolist() for x in self.shard_labels],
@@ -416,15 +519,14 @@ class Trainer:
                                          agent_ids=self.step.agent_ids)
     batches = iter(pipeline)
     t_start = time.time()
+    prior_seconds = workdir_lib.session_seconds(self.manager.directory, start)
     t_window, i_window = t_start, start
     trace_time = None
     out = None
-    sent = 0.0
-    static = isinstance(self.schedule, topology.StaticSchedule)  # its A is already in the step
-    active = getattr(self.schedule, "active", lambda i: None)   # agents offline, if any
+    sent = sum(float(self.schedule.messages(i) @ self.params_per_round) for i in range(start))
     for i in range(start, total):
       t0 = time.time()
-      out = self.step(next(batches), None if static else self.schedule.matrices(i), active(i))
+      out = self.step(next(batches), **topology.step_inputs(self.schedule, i))
       sent += float(self.schedule.messages(i) @ self.params_per_round)
       d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
       if trace_time is None:
@@ -436,11 +538,7 @@ class Trainer:
                          np.flatnonzero(~np.isfinite(g_loss)).tolist()))
         raise TrainingError(
             f"non-finite loss at iteration {i + 1} for agent(s) {bad} (D {d_loss}, G {g_loss}). "
-            "Nothing more was saved; "
-            + (f"the last checkpoint ({self.manager.latest_checkpoint}) is intact. "
-               if self.manager.latest_checkpoint else "no checkpoint had been written yet. ")
-            + "Clip the gradients (--config.train.clip_norm=5) or lower "
-            "--config.train.learning_rate, and rerun in a new workdir.")
+            + self._kept_and_advice())
       self.iteration.assign(i + 1)
       done = i + 1
       if done % c.train.log_every == 0 or done == total:
@@ -448,28 +546,37 @@ class Trainer:
         speed = (done - i_window) / max(now - t_window, 1e-9)
         t_window, i_window = now, done
         dis_d, dis_g = self.disagreements()  # a collective: every worker takes part
+        if not np.isfinite([dis_d, dis_g]).all():
+          self.check_finite_weights(done)
         if self.chief:
-          self._log_progress(done, total, d_loss, g_loss, dis_d, dis_g, speed,
-                             sent / (done - start))
+          self._log_progress(done, total, d_loss, g_loss, dis_d, dis_g, speed, sent / done)
       if c.eval.eval_every and done % c.eval.eval_every == 0 and done < total:
         self.evaluate(done, c.eval.periodic_samples)
       if done % c.train.sample_every == 0:
         self.write_samples(done)
       if done % c.train.checkpoint_every == 0:
-        self.manager.save(checkpoint_number=done)
+        self.save(done, prior_seconds, t_start)
+      if self.stop_requested() and done < total:
+        if not (self.manager.latest_checkpoint or "").endswith(f"-{done}"):
+          self.save(done, prior_seconds, t_start)
+        self.writer.flush()
+        raise workdir_lib.Interrupted(
+            f"stopped by {self.stop.received or 'another worker'} at iteration {done}/{total}; saved "
+            f"{self.manager.latest_checkpoint}. Rerun the same command to resume from there.")
     elapsed = time.time() - t_start
     done = int(self.iteration.numpy())
     if self.manager.latest_checkpoint is None or not self.manager.latest_checkpoint.endswith(
         f"-{done}"):
-      self.manager.save(checkpoint_number=done)
+      self.save(done, prior_seconds, t_start)
     self.write_samples(done)
     paths = self.export()
     self.writer.flush()
     dis_d, dis_g = self.disagreements()
     record.update({
-        "iterations": done, "train_seconds": elapsed, "trace_seconds": trace_time,
+        "iterations": done, "train_seconds": prior_seconds + elapsed,
+        "trace_seconds": trace_time,
         "iterations_per_second": (done - start) / elapsed if done > start else None,
-        "parameters_sent_per_iteration": sent / (done - start) if done > start else None,
+        "parameters_sent_per_iteration": sent / done if done else None,
         "disagreement_discriminator": dis_d, "disagreement_generator": dis_g,
         "final_d_loss": None if out is None else out["d_loss"].numpy().tolist(),
         "final_g_loss": None if out is None else out["g_loss"].numpy().tolist(),
@@ -485,8 +592,7 @@ class Trainer:
       with open(os.path.join(self.workdir, "metrics.json"), "w") as f:
         json.dump(final, f, indent=2)
       record["metrics"] = final["network"]
-    with open(os.path.join(self.workdir, "run.json"), "w") as f:
-      json.dump(record, f, indent=2)
+    workdir_lib.write_json(os.path.join(self.workdir, "run.json"), record)
     log("done: %d iterations in %s; samples in %s, exports in %s", done - start,
         _fmt_time(elapsed), os.path.join(self.workdir, "samples"),
         os.path.join(self.workdir, "export"))
@@ -494,5 +600,13 @@ class Trainer:
 
 
 def train_and_evaluate(config, workdir):
-  """Trains (or resumes) the run in ``workdir`` and exports every agent's generator."""
-  return Trainer(config, workdir).run()
+  """Trains (or resumes) the run in ``workdir`` and exports every agent's generator; the
+  workdir's lock keeps a second run out, and a full or read-only disk is one clear error."""
+  config_lib.validate(config)  # a bad config leaves no workdir behind
+  lock_name = workdir_lib.LOCK_NAME
+  if config.train.strategy == "multiworker":  # one lock per worker: the chief's is the usual one
+    _, worker = placement_lib.cluster_from_env()
+    lock_name += f".worker{worker}" if worker else ""
+  workdir_lib.prepare(workdir)
+  with workdir_lib.lock(workdir, lock_name), workdir_lib.disk_errors(workdir):
+    return Trainer(config, workdir).run()

@@ -29,6 +29,13 @@ def get_config():
   config.topology.p = 0.5               # erdos_renyi edge probability
   config.topology.k = 2                 # small_world neighbours
   config.topology.fusion_period = 5     # mode=fusion: rounds between network averages (FedGAN)
+  # Faults, drawn each round from (seed, round): every link fails with probability link_failure
+  # (diffusion, gossip), every agent is offline with probability agent_dropout (no send, receive
+  # or adapt). failure_rule: metropolis (weights recomputed on the surviving links) | self (a
+  # failed link's weight moves to both endpoints' self-weights; symmetric A only).
+  config.topology.link_failure = 0.0
+  config.topology.agent_dropout = 0.0
+  config.topology.failure_rule = "metropolis"
 
   config.model = ml_collections.ConfigDict()
   config.model.width = 0.25             # DCGAN width multiplier (1.0 = the TF DCGAN tutorial)

@@ -43,6 +43,16 @@ def get_config():
   c.theorem1.warm_iterations = 40
   c.theorem1.warm_log_every = 2
 
+  # Faults of the network (issue 11): the main job (MNIST, two classes per agent, paper5, 700
+  # iterations) with every link failing with probability p and every agent offline with
+  # probability q in each round. Run alone with --only=faults (8 runs of about 6 minutes).
+  c.faults = ml_collections.ConfigDict()
+  c.faults.link_failures = [0.0, 0.1, 0.3, 0.5]
+  c.faults.agent_dropouts = [0.0, 0.2]
+  c.faults.seeds = [0]
+  c.faults.iterations = 700
+  c.faults.eval_every = 250
+
   c.quick = ml_collections.ConfigDict()  # what --quick overrides (the tests run this)
   c.quick.datasets = ["mnist"]
   c.quick.seeds = [0, 1]
@@ -59,4 +69,6 @@ def get_config():
   c.quick.theorem1_num_agents = 3
   c.quick.theorem1_iterations = 2
   c.quick.theorem1_warmup_iterations = 1
+  c.quick.faults_link_failures = [0.0, 0.5]
+  c.quick.faults_agent_dropouts = [0.2]
   return c

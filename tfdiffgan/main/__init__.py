@@ -53,4 +53,5 @@ def run(main, module_name, usage):
   sys.modules["__main__"].__doc__ = usage
   for flag in FLAGS.get_key_flags_for_module(module_name) + [FLAGS["version"]]:
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  from tfdiffgan import cli  # pylint: disable=g-import-not-at-top  (imports TensorFlow: after the log choice)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -15,7 +15,7 @@ from tfdiffgan import main as main_lib
 flags.DEFINE_string("workdir", "", "A tfdiffgan-train workdir: scores every agent.")
 flags.DEFINE_string("model", "", "One exported generator (a SavedModel directory).")
 flags.DEFINE_string("dataset", "", "mnist or fashion_mnist (default: the run's, else mnist).")
-flags.DEFINE_integer("num_samples", 10000, "Generated samples per agent.")
+flags.DEFINE_integer("num_samples", 10000, "Generated samples per agent.", lower_bound=2)
 flags.DEFINE_integer("seed", 1, "Seed of the latent draws.")
 flags.DEFINE_string("inception_weights", "", "Optional local InceptionV3 (no-top) weights file: "
                     "adds the standard Inception FID per agent.")

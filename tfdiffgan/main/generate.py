@@ -9,7 +9,7 @@ from absl import flags
 from tfdiffgan import main as main_lib
 
 flags.DEFINE_string("model", None, "An exported generator (WORKDIR/export/agent_K).")
-flags.DEFINE_integer("num", 100, "Number of samples.")
+flags.DEFINE_integer("num", 100, "Number of samples.", lower_bound=1)
 flags.DEFINE_string("out", "grid.png", "A .png grid, or a directory (ending in /) of PNGs.")
 flags.DEFINE_integer("seed", 0, "Seed of the latent draws.")
 flags.mark_flags_as_required(["model"])

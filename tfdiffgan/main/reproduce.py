@@ -43,6 +43,9 @@ def _reproduce(argv):
     if group in results["claims"]:
       v = results["claims"][group]
       print(f"claim {group}: {'holds' if v['holds'] else 'does NOT hold'} {v}")
+  if results["claims"].get("faults"):
+    v = results["claims"]["faults"]
+    print(f"claim faults: {'holds' if v['holds'] else 'does NOT hold'} {v}")
   print(f"wrote {os.path.join(FLAGS.results_dir, 'results.json')} and {len(results['figures'])} figures")
 
 

@@ -1,0 +1,78 @@
+"""The binaries' flag parsing and error handling: one 'error: ...' line (exit 2) for every bad
+input, a traceback only for bugs."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from tfdiffgan import cli
+
+
+def _bin(script, *args, config=True):
+  cmd = [sys.executable, os.path.join(ROOT, "bin", script), *args]
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+
+
+def _one_error_line(result):
+  assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  lines = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+  assert len(lines) == 1, result.stderr[-3000:]
+  return lines[0]
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config=configs/nope.py"], "error: --config=configs/nope.py: no such config file"),
+    (["--config.train.itersations=5"],
+     "error: --config.train.itersations: no such config field; did you mean "
+     "--config.train.iterations?"),
+    (["--config.data.classes=[[0, 1], [2"],
+     "error: --config.data.classes=[[0, 1], [2: not a list literal"),
+    (["--config.model.width=abc"], "could not convert string to float: 'abc'"),
+    (["--config.train.learning_rate=nan"], "error: train.learning_rate=nan is not a finite number"),
+])
+def test_bad_config_flags_are_one_line(tmp_path, args, match):
+  args = [a if a.startswith("--config=") else a for a in args]
+  if not any(a.startswith("--config=") for a in args):
+    args = ["--config=configs/mnist_noniid.py", *args]
+  result = _bin("train", *args, f"--workdir={tmp_path / 'run'}")
+  assert match in _one_error_line(result)
+  assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_config_file_with_a_syntax_error(tmp_path):
+  bad = tmp_path / "bad.py"
+  bad.write_text("def get_config():\n  return (\n")
+  result = _bin("train", f"--config={bad}", f"--workdir={tmp_path / 'run'}")
+  assert f"error: --config={bad}: syntax error at line 2" in _one_error_line(result)
+
+
+def test_list_fields_take_a_literal_on_the_command_line(tmp_path, idx_dir):
+  """data.classes (a list, which ml_collections cannot override) is accepted as JSON/Python;
+  a flat list in it is refused with the expected shape."""
+  base = [f"--workdir={tmp_path / 'run'}", "--config=configs/mnist_noniid.py",
+          "--config.train.iterations=0", f"--config.data.source_dir={idx_dir}",
+          "--config.eval.final_samples=0", "--config.model.width=0.125",
+          "--config.data.batch_size=8"]
+  result = _bin("train", *base, "--config.data.classes=[[0], [1], [2, 3], [4, 5, 6], [7, 8, 9]]")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "agent 3: 60 images, classes [4, 5, 6]" in result.stdout
+  result = _bin("train", *base, "--config.data.classes=[0, 1, 2]")
+  assert "data.classes=[0, 1, 2] must be a list of lists" in _one_error_line(result)
+
+
+@pytest.mark.parametrize("num", ["0", "-5"])
+def test_generate_needs_a_positive_num(tmp_path, num):
+  result = _bin("generate", f"--model={tmp_path}", f"--num={num}")
+  assert f"error: flag --num={num}: {num} is not a positive integer" in \
+      _one_error_line(result)
+
+
+def test_bugs_keep_their_traceback():
+  assert ValueError not in cli.KNOWN_ERRORS
+  with pytest.raises(ValueError, match="a bug"):
+    cli.run_or_explain(lambda: (_ for _ in ()).throw(ValueError("a bug")))
