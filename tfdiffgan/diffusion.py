@@ -300,6 +300,8 @@ class DiffusionStep:
     values = np.asarray(values)
     if not self.multiworker:
       return values
+    if values.dtype == bool:  # collectives move numbers
+      return self.gather_local(values.astype(np.int32)).astype(bool)
     key = ("local", values.shape, values.dtype.str)
     if key not in self._gather_fns:
       def replica_fn(x):
