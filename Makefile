@@ -38,7 +38,7 @@ train: data
 	$(PY) bin/train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
 test: data fashion
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=12 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.step
