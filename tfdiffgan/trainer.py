@@ -507,7 +507,9 @@ class Trainer:
       log("workdir already holds a finished run of %d iterations (>= %d); nothing to do",
           start, total)
       return finished
-    workdir_lib.resume_records(self.workdir, start, total)
+    if self.chief:  # the shared logs are the chief's; every worker cleans its own checkpoints
+      workdir_lib.resume_records(self.workdir, start, total)
+    workdir_lib.clean_partial_checkpoints(self.checkpoint_dir)
     self.describe()
     record = {"lambda_2": self.lambda2, "combination_matrix": self.A.tolist(), "num_agents": self.K,
               "shard_classes": [np.flatnonzero(x).tolist() for x in self.shard_labels],
