@@ -177,18 +177,19 @@ def test_dead_worker_stops_the_others_and_relaunch_resumes_exactly(tmp_path, idx
 
 
 def test_relaunch_with_other_worker_count_is_refused(tmp_path, idx_dir):
-  """Each worker checkpoints its own agents: 4 workers cannot resume what 2 saved."""
+  """Each worker checkpoints its own agents: 2 workers cannot resume what 4 saved (a workdir
+  whose placement record says 4 processes), and nothing is written."""
   matrix = _matrix_file(tmp_path)
-  workdir = str(tmp_path / "run")
-  flags = _train_flags(idx_dir, workdir, matrix, "--config.train.strategy=multiworker",
-                       iterations=1)
-  assert _launch(2, *flags).returncode == 0
-  before = sorted(os.listdir(os.path.join(workdir, "checkpoints", "worker-1")))
-  result = _launch(4, *flags)
+  workdir = tmp_path / "run"
+  (workdir / "checkpoints" / "worker-3").mkdir(parents=True)
+  (workdir / "checkpoints" / "placement.json").write_text(json.dumps(
+      {"processes": 4, "num_agents": 4, "num_workers": 4, "agents": [[0], [1], [2], [3]]}))
+  result = _launch(2, *_train_flags(idx_dir, str(workdir), matrix,
+                                    "--config.train.strategy=multiworker", iterations=1))
   assert result.returncode == 2
-  assert "trained by 2 process(es)" in result.stdout and "--workers=2" in result.stdout
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "worker-1"))) == before
-  assert not os.path.exists(os.path.join(workdir, "checkpoints", "worker-3"))
+  assert "trained by 4 process(es)" in result.stdout and "--workers=4" in result.stdout
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["placement.json", "worker-3"]
+  assert not (workdir / "config.json").exists()
 
 
 def test_launch_fails_fast_on_a_bad_flag(tmp_path):
