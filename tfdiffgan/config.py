@@ -15,7 +15,8 @@ RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_eve
 
 # Fields added after runs were saved: a saved config without them meant these values.
 ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
-                "topology.failure_rule": "metropolis"}
+                "topology.failure_rule": "metropolis", "train.exchange": "auto",
+                "train.collective_timeout": 0.0}
 
 
 class ConfigError(ValueError):

@@ -197,7 +197,13 @@ class Trainer:
                                               max_to_keep=config.train.keep_checkpoints)
     resume = self._resume_point()
     if resume:
-      self.checkpoint.restore(resume).assert_existing_objects_matched()
+      try:
+        self.checkpoint.restore(resume).assert_existing_objects_matched()
+      except AssertionError as e:  # e.g. agents stored by position (before they were by id)
+        raise TrainingError(
+            f"{resume} does not hold this run's agents by id ({str(e).splitlines()[0][:160]}); "
+            "it was written by an older tfdiffgan or another layout. Train in a new --workdir "
+            "(its exports, if any, still load in bin/evaluate and bin/generate).") from e
       log("resumed %s at iteration %d", resume, int(self.iteration.numpy()))
       self.check_finite_weights(int(self.iteration.numpy()), restored=True)
     elif config.train.init_from:
