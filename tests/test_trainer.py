@@ -460,3 +460,14 @@ def test_a_stopped_run_resumes_bit_identical(tmp_path, uninterrupted, how):
     np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
   rows = [json.loads(l)["iteration"] for l in open(os.path.join(workdir, "log.jsonl"))]
   assert rows == list(range(1, 41))
+
+
+def test_checkpoint_with_agents_by_position_is_refused(tmp_path, idx_dir):
+  """A checkpoint of the older layout (agents in lists, not by id) names the problem."""
+  from tfdiffgan.trainer import TrainingError  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  old = tf.train.Checkpoint(iteration=tf.Variable(2, dtype=tf.int64),
+                            generators=[tf.Variable(1.0), tf.Variable(2.0)])
+  tf.train.CheckpointManager(old, str(workdir / "checkpoints"), max_to_keep=1).save(2)
+  with pytest.raises(TrainingError, match="does not hold this run's agents by id"):
+    trainer.Trainer(tiny_config(idx_dir), str(workdir))
