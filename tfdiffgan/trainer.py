@@ -425,10 +425,7 @@ class Trainer:
     (a collective), so all of them stop together."""
     local = np.array([not all(np.isfinite(v.numpy()).all() for m in (g, d) for v in m.weights)
                       for g, d in zip(self.step.generators, self.step.discriminators)])
-    flags = self.step.gather_local(local).reshape(-1)
-    ids = (list(range(self.K)) if self.multiworker or len(flags) == self.K
-           else self.step.agent_ids)
-    bad = [k for k, f in zip(ids, flags) if f]
+    bad = np.flatnonzero(self.step.gather_local(local).reshape(-1)).tolist()  # by agent id
     if not bad:
       return
     if restored:
