@@ -8,16 +8,20 @@ import keras
 from tfdiffgan import diffusion, models, optim, topology
 
 
-def _agents(K, lr=0.05, seed=0, optimizer="sgd", A=None, n_d=1, n_g=1, agent_ids=None):
-  gens, discs = [], []
+def _agents(K, lr=0.05, seed=0, optimizer="sgd", A=None, n_d=1, n_g=1, agent_ids=None,
+            ema_decay=0.0):
+  gens, discs, emas = [], [], []
   for k in (agent_ids or range(K)):
     keras.utils.set_random_seed(seed * 1000 + k)
     gens.append(models.make_generator(8, 0.125))
     discs.append(models.make_discriminator(0.125))
+    if ema_decay:
+      emas.append(models.make_generator(8, 0.125))
   opts = lambda: [optim.make_optimizer(optimizer, lr) for _ in range(K)]
   A = np.eye(K) if A is None else A
   return diffusion.DiffusionStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=n_g, latent_dim=8,
-                                 seed=seed, agent_ids=agent_ids)
+                                 seed=seed, agent_ids=agent_ids, ema_generators=emas,
+                                 ema_decay=ema_decay)
 
 
 def _real(K, n_d, batch=4, seed=0):
@@ -156,3 +160,27 @@ def test_offline_agent_neither_adapts_nor_mixes():
   without(real)
   for a, b in zip(with_hook.generators[1].weights, without.generators[1].weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+
+
+def test_generator_average_is_the_bias_corrected_mean_of_iterates_and_changes_nothing():
+  """bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s) over the iterates after each iteration,
+  BatchNorm statistics included; the averaged run's agents train exactly as without it."""
+  K, d = 3, 0.8
+  A = topology.metropolis_matrix(np.ones((K, K)) - np.eye(K))
+  plain, averaged = _agents(K, A=A, n_d=2), _agents(K, A=A, n_d=2, ema_decay=d)
+  assert not averaged.ema_generators[0] is averaged.generators[0]
+  iterates = []
+  for t in range(4):
+    real = _real(K, 2, seed=t)
+    plain(real)
+    averaged(real)
+    iterates.append(diffusion.flat_weights(averaged.generators, models.combined_variables))
+  for a, b in zip(diffusion.flat_weights(plain.generators, models.combined_variables),
+                  iterates[-1]):
+    np.testing.assert_array_equal(a, b)  # a read-out only: training is unchanged
+  weights = d ** np.arange(len(iterates))[::-1]
+  expected = np.tensordot(weights / weights.sum(), np.stack(iterates), axes=1)
+  got = diffusion.flat_weights(averaged.ema_generators, models.combined_variables)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+  assert not np.allclose(got, iterates[-1], atol=1e-4)  # it is not just the last iterate
+  assert "ema_generators" in averaged.trackables() and "ema_generators" not in plain.trackables()

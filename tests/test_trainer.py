@@ -64,20 +64,27 @@ def test_unknown_config_field_is_refused(tmp_path):
 
 
 def _weights(t):
-  return [v.numpy() for m in t.step.generators + t.step.discriminators for v in m.weights]
+  return [v.numpy() for m in t.step.generators + t.step.discriminators + t.step.ema_generators
+          for v in m.weights]
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, idx_dir):
-  straight = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 4}), str(tmp_path / "a"))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
+  cfg = lambda n: tiny_config(idx_dir, **{"train.iterations": n, "train.ema_decay": ema_decay})
+  straight = trainer.Trainer(cfg(4), str(tmp_path / "a"))
   straight.run()
-  first = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), str(tmp_path / "b"))
+  first = trainer.Trainer(cfg(2), str(tmp_path / "b"))
   first.run()
-  resumed = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 4}), str(tmp_path / "b"))
+  resumed = trainer.Trainer(cfg(4), str(tmp_path / "b"))
   assert int(resumed.iteration.numpy()) == 2
   resumed.run()
+  assert len(_weights(resumed)) == len(_weights(straight)) > (60 if ema_decay else 30)
   for a, b in zip(_weights(straight), _weights(resumed)):
     np.testing.assert_allclose(a, b, atol=1e-5)
   assert not np.allclose(_weights(first)[0], _weights(straight)[0])  # training did move weights
+  if ema_decay:  # the average is its own state, restored too: it lags the iterate
+    assert not np.allclose(straight.step.ema_generators[0].weights[0].numpy(),
+                           straight.step.generators[0].weights[0].numpy())
 
 
 def test_resume_with_incompatible_config_is_refused(tmp_path, idx_dir):
@@ -171,16 +178,27 @@ def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
 
 
 def test_periodic_and_final_evaluation_are_recorded(tmp_path):
+  """Periodic passes score the averaged generators; the final one the iterates too; both
+  classifiers read every sample, and robust coverage is their intersection."""
   workdir = str(tmp_path / "run")
   c = tiny_config("", **{"eval.eval_every": 2, "eval.periodic_samples": 200,
-                         "eval.final_samples": 300})
+                         "eval.final_samples": 300, "train.ema_decay": 0.5})
   record = trainer.Trainer(c, workdir).run()
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [l["iteration"] for l in lines] == [2, 3]
   assert len(lines[0]["agents"]) == 2 and lines[1]["num_samples"] == 300
+  assert "raw" not in lines[0] and lines[0]["generator"] == "averaged"
   final = json.load(open(os.path.join(workdir, "metrics.json")))
   assert final["network"]["fid_mean"] == pytest.approx(record["metrics"]["fid_mean"])
   assert final["classifier"]["test_accuracy"] >= 0.985
+  assert final["classifier"]["check"]["test_accuracy"] >= 0.985
+  raw = final["raw"]["agents"]
+  assert len(raw) == 2 and raw[0]["fid"] != final["agents"][0]["fid"]
+  for m in final["agents"]:
+    both = np.minimum(m["class_histogram"], m["check_class_histogram"])
+    assert m["robust_coverage"] == int(np.sum(both >= 0.05)) <= min(m["coverage"],
+                                                                     m["check_coverage"])
+    assert m["robust_weakest_class_share"] == pytest.approx(both.min(), abs=1e-4)
 
 
 @pytest.mark.parametrize("faults", [[], ["--config.topology.link_failure=0.3",

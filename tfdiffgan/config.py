@@ -16,7 +16,7 @@ RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_eve
 # Fields added after runs were saved: a saved config without them meant these values.
 ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "topology.failure_rule": "metropolis", "train.exchange": "auto",
-                "train.collective_timeout": 0.0}
+                "train.collective_timeout": 0.0, "train.ema_decay": 0.0}
 
 
 class ConfigError(ValueError):
@@ -85,6 +85,10 @@ def validate(config):
   _positive(config.train.clip_norm, "train.clip_norm", allow_zero=True)
   _positive(config.model.width, "model.width")
   _positive(config.train.collective_timeout, "train.collective_timeout", allow_zero=True)
+  ema = config.train.ema_decay
+  if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+    raise ConfigError(f"train.ema_decay={ema!r} must be in [0, 1): 0 turns generator averaging "
+                      "off, 0.99-0.999 averages over the last 100-1000 iterations.")
   if config.train.strategy != "default" and config.train.mode == "centralized":
     raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
                       "replicas or workers: use --config.train.strategy=default.")

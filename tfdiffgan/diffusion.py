@@ -131,7 +131,7 @@ class DiffusionStep:
   def __init__(self, generators, discriminators, d_optimizers, g_optimizers, combination_matrix,
                n_d=5, n_g=1, latent_dim=100, loss="nonsaturating", seed=0, agent_ids=None,
                strategy=None, loop_rounds=True, worker=None, exchange="auto", support=None,
-               timeout_seconds=0.0):
+               timeout_seconds=0.0, ema_generators=None, ema_decay=0.0):
     self.M = len(generators)  # agents held by this process
     if not (len(discriminators) == len(d_optimizers) == len(g_optimizers) == self.M):
       raise ValueError("one generator, discriminator and pair of optimizers per agent")
@@ -189,6 +189,13 @@ class DiffusionStep:
       with tf.device(device) if device else contextlib.nullcontext():
         self.d_optimizers[i].build(self.discriminators[i].trainable_variables)
         self.g_optimizers[i].build(self.generators[i].trainable_variables)
+    # Generator averaging: a read-out of each agent's own w_k^G, never sent or adapted.
+    self.ema_decay = float(ema_decay)
+    self.ema_generators = list(ema_generators or [])
+    if self.ema_decay and len(self.ema_generators) != self.M:
+      raise ValueError("generator averaging needs one averaged copy per generator")
+    self.ema_vars = [combined_variables(g) for g in self.ema_generators]
+    self.ema_count = tf.Variable(0.0, trainable=False, name="ema_count")
     self._compiled = tf.function(self._iteration)
     self._gather_fns = {}
 
@@ -196,9 +203,12 @@ class DiffusionStep:
     """Everything a checkpoint must hold to resume exactly, keyed by global agent id so that a
     checkpoint names agents the same whatever worker wrote it."""
     key = lambda items: {f"agent_{k}": x for k, x in zip(self.agent_ids, items)}
-    return dict(generators=key(self.generators), discriminators=key(self.discriminators),
-                d_optimizers=key(self.d_optimizers), g_optimizers=key(self.g_optimizers),
-                noise=key(self.noise))
+    out = dict(generators=key(self.generators), discriminators=key(self.discriminators),
+               d_optimizers=key(self.d_optimizers), g_optimizers=key(self.g_optimizers),
+               noise=key(self.noise))
+    if self.ema_decay:
+      out.update(ema_generators=key(self.ema_generators), ema_count=self.ema_count)
+    return out
 
   # ------------------------------------------------------------------------------ adapt
 
@@ -271,15 +281,33 @@ class DiffusionStep:
           matrices[self.n_d + r], row(self.n_d + r), g_losses)
     return {"d_loss": d_losses, "g_loss": g_losses}
 
+  def _update_averages(self):
+    """Generator averaging (Yazici et al., ICLR 2019) after the iteration's last combine:
+    bar_w_k = bias-corrected exponential moving average of the iterates w_k^G(i), BatchNorm
+    statistics included so that the averaged weights and statistics stay a consistent pair.
+    With beta_t = d (1 - d^(t-1)) / (1 - d^t), bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s)
+    exactly (bar_w(1) = w(1)): no start-up bias towards the initial weights."""
+    d = self.ema_decay
+    t = self.ema_count.assign_add(1.0)
+    beta = d * (1.0 - d ** (t - 1.0)) / (1.0 - d ** t)
+    for ema_vars, g_vars in zip(self.ema_vars, self.g_vars):
+      for e, w in zip(ema_vars, g_vars):
+        e.assign(beta * e + (1.0 - beta) * w)
+
   def _iteration(self, real, matrices, active):
     real = tf.stack(real)                                          # [M, n_d, B, 28, 28, 1]
     batch_size = tf.shape(real)[2]
     z = tf.stack([g.normal([self.n_d + self.n_g, batch_size, self.latent_dim])
                   for g in self.noise])
     if self.R == 1:
-      return self._replica_iteration(real, z, matrices, active)
-    out = self.strategy.run(self._replica_iteration, args=(real, z, matrices, active))
-    return {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
+      out = self._replica_iteration(real, z, matrices, active)
+    else:
+      out = self.strategy.run(self._replica_iteration, args=(real, z, matrices, active))
+      out = {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
+    if self.ema_decay:
+      with tf.control_dependencies(tf.nest.flatten(out)):
+        self._update_averages()
+    return out
 
   def __call__(self, real, matrices=None, active=None):
     """real: one tensor [n_d, B, 28, 28, 1] per agent of this process; matrices: optional

@@ -41,8 +41,9 @@ def workdir_generators(workdir):
   t = trainer.Trainer(config, workdir, read_only=True)
   if not t.manager.latest_checkpoint:
     raise ExportError(f"{workdir} has neither exports nor checkpoints; train it first.")
+  gens = t.network_generators()  # the averaged generators when train.ema_decay is on
   return config, [(f"agent_{k}", lambda z, g=g: g(z, training=False), config.model.latent_dim)
-                  for k, g in enumerate(t.step.generators)]
+                  for k, g in enumerate(gens)]
 
 
 def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1, inception_weights=""):
@@ -83,7 +84,7 @@ def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1, incept
     m["agent"] = name
     agents.append(m)
   return {"dataset": dataset, "source": workdir or model, "num_samples": num_samples,
-          "classifier": evaluator.classifier.describe(), "agents": agents,
+          "classifier": evaluator.describe(), "agents": agents,
           "network": metrics.network_summary(agents)}
 
 
@@ -101,24 +102,40 @@ def degradation_report(dataset, seed=0):
     m["agent"] = name
     agents.append(m)
   return {"dataset": dataset, "source": "degradations of the real test split",
-          "num_samples": len(real), "classifier": evaluator.classifier.describe(),
+          "num_samples": len(real), "classifier": evaluator.describe(),
           "agents": agents, "network": metrics.network_summary(agents)}
 
 
 def format_table(result):
+  """One row per agent: FID, KID, coverage by the main classifier, then (when the check
+  classifier scored too) its coverage, the robust coverage and the weakest class by both."""
   w = max(10, max(len(m["agent"]) for m in result["agents"]))
-  lines = [f"{'agent':<{w}} {'FID':>8} {'KID':>9} {'+-':>7} {'cov':>4} {'H bits':>6}  top classes"]
+  check = all("robust_coverage" in m for m in result["agents"])
+  head = f"{'agent':<{w}} {'FID':>8} {'KID':>9} {'+-':>7} {'cov':>4} {'H bits':>6}"
+  if check:
+    head += f" {'cov2':>4} {'robust':>6} {'weakest':>7} {'weakest2':>8}"
+  lines = [head + "  top classes"]
   for m in result["agents"]:
     hist = np.array(m["class_histogram"])
     top = " ".join(f"{c}:{hist[c]:.0%}" for c in np.argsort(-hist)[:4])
-    lines.append(f"{m['agent']:<{w}} {m['fid']:8.2f} {m['kid']:9.4f} {m['kid_se']:7.4f} "
-                 f"{m['coverage']:>4} {m['entropy_bits']:6.2f}  {top}")
+    row = (f"{m['agent']:<{w}} {m['fid']:8.2f} {m['kid']:9.4f} {m['kid_se']:7.4f} "
+           f"{m['coverage']:>4} {m['entropy_bits']:6.2f}")
+    if check:
+      row += (f" {m['check_coverage']:>4} {m['robust_coverage']:>6} "
+              f"{min(hist):7.1%} {min(m['check_class_histogram']):8.1%}")
+    lines.append(row + "  " + top)
   n = result["network"]
-  lines.append(f"{'mean':<{w}} {n['fid_mean']:8.2f} {n['kid_mean']:9.4f} {'':>7} "
-               f"{n['coverage_mean']:4.1f} {n['entropy_bits_mean']:6.2f}")
+  row = (f"{'mean':<{w}} {n['fid_mean']:8.2f} {n['kid_mean']:9.4f} {'':>7} "
+         f"{n['coverage_mean']:4.1f} {n['entropy_bits_mean']:6.2f}")
+  if check:
+    row += f" {n['check_coverage_mean']:4.1f} {n['robust_coverage_mean']:6.1f}"
+  lines.append(row)
   c = result["classifier"]
-  lines.append(f"classifier: {c['dataset']} v{c['version']}, test accuracy {c['test_accuracy']:.4f}; "
-               f"{result['num_samples']} samples per agent vs the real test split")
+  line = f"classifier: {c['dataset']} v{c['version']}, test accuracy {c['test_accuracy']:.4f}"
+  if "check" in c:
+    line += (f"; check classifier (cov2, weakest2) v{c['check']['version']}, test accuracy "
+             f"{c['check']['test_accuracy']:.4f}; robust = classes both give >= 5%")
+  lines.append(line + f"; {result['num_samples']} samples per agent vs the real test split")
   return "\n".join(lines)
 
 

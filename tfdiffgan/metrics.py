@@ -30,6 +30,14 @@ CLASSIFIER_BATCH = {"mnist": 128, "fashion_mnist": 64}
 MIN_ACCURACY = {"mnist": 0.985, "fashion_mnist": 0.90}
 COVERAGE_THRESHOLD = 0.05  # a class is covered when it holds at least 5% of the samples
 
+# Two classifiers read every sample. "main" gives the FID that results quote; "check" has another
+# architecture (average pooling, other widths, a 64-wide feature layer) and another seed, so a
+# class share that only one of them sees (an ambiguous stroke read as a 2 by one and a 7 by the
+# other) does not count as coverage: robust coverage needs both to give a class 5% or more.
+ROLES = ("main", "check")
+CHECK_VERSION = 1
+CLASSIFIER_SEED = {"main": 0, "check": 1}
+
 
 class MetricsError(RuntimeError):
   """The feature classifier cannot be trained or loaded; the message says what to do."""
@@ -38,7 +46,18 @@ class MetricsError(RuntimeError):
 # --------------------------------------------------------------------- feature classifier
 
 
-def _build_classifier(dataset):
+def _build_classifier(dataset, role="main"):
+  if role == "check":
+    return keras.Sequential([
+        keras.Input(data_lib.IMAGE_SHAPE),
+        keras.layers.Conv2D(16, 5, padding="same", activation="relu"),
+        keras.layers.AveragePooling2D(2),
+        keras.layers.Conv2D(48, 5, padding="same", activation="relu"),
+        keras.layers.AveragePooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="features"),
+        keras.layers.Dense(data_lib.NUM_CLASSES, name="logits"),
+    ], name="check_classifier")
   kernel, padding = (3, "valid") if CLASSIFIER_VERSION[dataset] == 1 else (5, "same")
   return keras.Sequential([
       keras.Input(data_lib.IMAGE_SHAPE),
@@ -52,12 +71,16 @@ def _build_classifier(dataset):
   ], name="feature_classifier")
 
 
+def _version(dataset, role):
+  return CLASSIFIER_VERSION[dataset] if role == "main" else CHECK_VERSION
+
+
 class FeatureClassifier:
   """Penultimate-layer features and class predictions for images in [-1, 1]."""
 
-  def __init__(self, model, dataset, accuracy):
+  def __init__(self, model, dataset, accuracy, role="main"):
     self.model, self.dataset, self.accuracy = model, dataset, float(accuracy)
-    self.version = CLASSIFIER_VERSION[dataset]
+    self.role, self.version = role, _version(dataset, role)
     features = model.get_layer("features").output
     self._both = keras.Model(model.inputs, [features, model.outputs[0]])
     self._predict = tf.function(lambda x: self._both(x, training=False))
@@ -71,19 +94,21 @@ class FeatureClassifier:
     return np.concatenate(feats).astype(np.float64), np.concatenate(logits)
 
   def describe(self):
-    return {"dataset": self.dataset, "version": self.version, "test_accuracy": self.accuracy}
+    out = {"dataset": self.dataset, "version": self.version, "test_accuracy": self.accuracy}
+    return out if self.role == "main" else {"role": self.role, **out}
 
 
-def classifier_paths(dataset):
-  base = os.path.join(data_lib.cache_dir(), f"classifier_{dataset}_v{CLASSIFIER_VERSION[dataset]}")
+def classifier_paths(dataset, role="main"):
+  name = "classifier" if role == "main" else f"classifier_{role}"
+  base = os.path.join(data_lib.cache_dir(), f"{name}_{dataset}_v{_version(dataset, role)}")
   return base + ".keras", base + ".json"
 
 
-def train_classifier(dataset, arrays=None, seed=0, verbose=False):
-  """Trains the feature classifier with a fixed seed; fails loudly below the accuracy floor."""
+def train_classifier(dataset, arrays=None, seed=None, verbose=False, role="main"):
+  """Trains a feature classifier with its fixed seed; fails loudly below the accuracy floor."""
   arrays = arrays or data_lib.load_dataset(dataset)
-  keras.utils.set_random_seed(seed)
-  model = _build_classifier(dataset)
+  keras.utils.set_random_seed(CLASSIFIER_SEED[role] if seed is None else seed)
+  model = _build_classifier(dataset, role)
   model.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
@@ -94,34 +119,34 @@ def train_classifier(dataset, arrays=None, seed=0, verbose=False):
   _, accuracy = model.evaluate(data_lib.to_float(arrays["x_test"]), arrays["y_test"],
                                batch_size=1000, verbose=0)
   if accuracy < MIN_ACCURACY[dataset]:
-    raise MetricsError(f"the {dataset} feature classifier reached test accuracy {accuracy:.4f} < "
+    raise MetricsError(f"the {dataset} {role} feature classifier reached test accuracy {accuracy:.4f} < "
                        f"{MIN_ACCURACY[dataset]}; its FIDs would not be trustworthy. Check the "
                        "dataset files (a corrupt cache?) and retry.")
-  return FeatureClassifier(model, dataset, accuracy)
+  return FeatureClassifier(model, dataset, accuracy, role)
 
 
-def load_classifier(dataset, arrays=None, verbose=False):
-  """The cached classifier for ``dataset`` (trained and cached on first use, ~30-70 s)."""
-  model_path, info_path = classifier_paths(dataset)
+def load_classifier(dataset, arrays=None, verbose=False, role="main"):
+  """The cached classifier ``role`` for ``dataset`` (trained and cached on first use, ~30-70 s)."""
+  model_path, info_path = classifier_paths(dataset, role)
   if os.path.exists(model_path) and os.path.exists(info_path):
     try:
       with open(info_path) as f:
         info = json.load(f)
-      if info.get("version") == CLASSIFIER_VERSION[dataset]:
+      if info.get("version") == _version(dataset, role):
         return FeatureClassifier(keras.models.load_model(model_path), dataset,
-                                 info["test_accuracy"])
+                                 info["test_accuracy"], role)
     except Exception as e:  # pylint: disable=broad-except
       if verbose:
         print(f"[metrics] cached classifier unreadable ({e}); retraining")
   if verbose:
-    print(f"[metrics] training the {dataset} feature classifier (once; cached in "
+    print(f"[metrics] training the {dataset} {role} feature classifier (once; cached in "
           f"{data_lib.cache_dir()})", flush=True)
-  clf = train_classifier(dataset, arrays=arrays, verbose=verbose)
+  clf = train_classifier(dataset, arrays=arrays, verbose=verbose, role=role)
   clf.model.save(model_path)
   with open(info_path, "w") as f:
     json.dump(clf.describe(), f)
   if verbose:
-    print(f"[metrics] classifier test accuracy {clf.accuracy:.4f}", flush=True)
+    print(f"[metrics] {role} classifier test accuracy {clf.accuracy:.4f}", flush=True)
   return clf
 
 
@@ -193,14 +218,32 @@ def entropy_bits(hist):
 # -------------------------------------------------------------------------------- evaluator
 
 
-class Evaluator:
-  """Scores generators against the real test split with one feature classifier."""
+def robust_coverage(hists, threshold=COVERAGE_THRESHOLD):
+  """Classes that every classifier's histogram gives at least ``threshold`` of the samples."""
+  return int(np.sum(np.min(np.asarray(hists), axis=0) >= threshold))
 
-  def __init__(self, dataset, classifier=None, arrays=None, verbose=False):
+
+class Evaluator:
+  """Scores generators against the real test split: FID and KID on the main classifier's
+  features, class shares read by both classifiers (``check=False``: the main one only)."""
+
+  def __init__(self, dataset, classifier=None, arrays=None, verbose=False, check=True):
     arrays = arrays or data_lib.load_dataset(dataset)
     self.classifier = classifier or load_classifier(dataset, arrays=arrays, verbose=verbose)
+    self.check = None
+    if check:
+      self.check = load_classifier(dataset, arrays=arrays, verbose=verbose, role="check")
     real_images = data_lib.to_float(arrays["x_test"])
     self.real_features, _ = self.classifier.features_and_logits(real_images)
+    if self.check:
+      self.check_real_features, _ = self.check.features_and_logits(real_images)
+
+  def describe(self):
+    """The classifiers behind the scores (their versions and accuracies are part of them)."""
+    out = self.classifier.describe()
+    if self.check:
+      out = {**out, "check": self.check.describe()}
+    return out
 
   def score_images(self, images, kid_subsets=10):
     bad = int(np.count_nonzero(~np.isfinite(np.asarray(images)).reshape(len(images), -1).all(1)))
@@ -211,9 +254,21 @@ class Evaluator:
     feats, logits = self.classifier.features_and_logits(images)
     hist = class_histogram(logits)
     kid, kid_se = kid_from_features(feats, self.real_features, num_subsets=kid_subsets)
-    return {"fid": fid_from_features(feats, self.real_features), "kid": kid, "kid_se": kid_se,
-            "coverage": coverage(hist), "entropy_bits": entropy_bits(hist),
-            "class_histogram": [round(float(h), 4) for h in hist], "num_samples": len(images)}
+    out = {"fid": fid_from_features(feats, self.real_features), "kid": kid, "kid_se": kid_se,
+           "coverage": coverage(hist), "entropy_bits": entropy_bits(hist),
+           "class_histogram": [round(float(h), 4) for h in hist],
+           "weakest_class_share": round(float(hist.min()), 4), "num_samples": len(images)}
+    if self.check:
+      check_feats, check_logits = self.check.features_and_logits(images)
+      check_hist = class_histogram(check_logits)
+      out.update({
+          "check_fid": fid_from_features(check_feats, self.check_real_features),
+          "check_coverage": coverage(check_hist),
+          "check_class_histogram": [round(float(h), 4) for h in check_hist],
+          "check_weakest_class_share": round(float(check_hist.min()), 4),
+          "robust_coverage": robust_coverage([hist, check_hist]),
+          "robust_weakest_class_share": round(float(np.minimum(hist, check_hist).min()), 4)})
+    return out
 
   def score_generator(self, generate, latent_dim, num_samples, seed=0, batch_size=1000):
     """``generate(z)`` -> images in [-1, 1]; draws num_samples from N(0, I) with ``seed``."""
@@ -228,7 +283,10 @@ class Evaluator:
 def network_summary(per_agent):
   """Mean and spread over agents of each scalar metric."""
   out = {}
-  for key in ("fid", "kid", "coverage", "entropy_bits"):
+  keys = ["fid", "kid", "coverage", "entropy_bits"]
+  keys += [k for k in ("weakest_class_share", "check_fid", "check_coverage", "robust_coverage",
+                       "robust_weakest_class_share") if all(k in m for m in per_agent)]
+  for key in keys:
     vals = np.array([m[key] for m in per_agent], np.float64)
     out[key + "_mean"], out[key + "_std"] = float(vals.mean()), float(vals.std())
     out[key + "_min"], out[key + "_max"] = float(vals.min()), float(vals.max())

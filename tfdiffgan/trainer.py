@@ -92,7 +92,7 @@ def make_generator(config, k):
 def load_worker_generators(config, workdir):
   """Every agent's generator of a multiworker workdir, in one process, from the checkpoints its
   workers wrote under checkpoints/worker-N/ (they name agents by global id) at the latest
-  iteration all of them hold."""
+  iteration all of them hold: the averaged generators when train.ema_decay is on."""
   dirs = sorted(glob.glob(os.path.join(workdir, "checkpoints", "worker-*")))
   steps = [{int(p.rsplit("-", 1)[1]) for p in
             (tf.train.get_checkpoint_state(d).all_model_checkpoint_paths
@@ -103,7 +103,8 @@ def load_worker_generators(config, workdir):
     raise ExportError(f"{workdir} has neither exports nor a checkpoint that every worker saved; "
                       "relaunch its training to finish it.")
   gens = [make_generator(config, k) for k in range(config.num_agents)]
-  reader = tf.train.Checkpoint(generators={f"agent_{k}": g for k, g in enumerate(gens)})
+  kind = "ema_generators" if config.train.ema_decay else "generators"
+  reader = tf.train.Checkpoint(**{kind: {f"agent_{k}": g for k, g in enumerate(gens)}})
   for d in dirs:
     reader.read(os.path.join(d, f"ckpt-{max(common)}")).expect_partial()
   return gens
@@ -115,11 +116,13 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
   on where or in what order it is built (non-cooperative agents are then exactly independent
   runs), each built on the device of the replica that owns it."""
   agent_ids = list(range(num_agents)) if agent_ids is None else list(agent_ids)
-  gens, discs, d_opts, g_opts = [], [], [], []
+  gens, discs, d_opts, g_opts, emas = [], [], [], [], []
   for k in agent_ids:
     device = diffusion.agent_device(strategy, k, num_agents)
     with tf.device(device) if device else contextlib.nullcontext():
       gens.append(make_generator(config, k))
+      if config.train.ema_decay:  # the average starts as a copy of the initial weights
+        emas.append(make_generator(config, k))
       discs.append(models.make_discriminator(config.model.width, name=f"discriminator_{k}"))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
                                          config.train.beta1, config.train.clip_norm))
@@ -129,7 +132,8 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
                                  n_g=config.train.n_g, latent_dim=config.model.latent_dim,
                                  loss=config.train.loss, seed=config.seed, strategy=strategy,
                                  agent_ids=agent_ids, worker=worker, exchange=config.train.exchange,
-                                 support=support, timeout_seconds=config.train.collective_timeout)
+                                 support=support, timeout_seconds=config.train.collective_timeout,
+                                 ema_generators=emas, ema_decay=config.train.ema_decay)
 
 
 def load_shards(config, agent_ids=None, verbose=True):
@@ -217,7 +221,7 @@ class Trainer:
     self._writer = tf.summary.create_noop_writer() if read_only or not self.chief else None
     self._evaluator = None
     self._shadow = {}          # chief, multiworker: generators of other workers' agents
-    self._network_gens = None  # (iteration, generators) last gathered
+    self._network_gens = {}    # kind -> (iteration, generators) last gathered
     count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
     d_params, g_params = count(self.step.discriminators[0]), count(self.step.generators[0])
     self.params_per_round = np.array([d_params] * config.train.n_d + [g_params] * config.train.n_g,
@@ -322,35 +326,39 @@ class Trainer:
       log("agent %d: %d images, classes %s", k, int(counts.sum()),
           [int(c) for c in np.flatnonzero(counts)])
 
-  def network_generators(self):
-    """Every agent's generator, on the chief; None on the other workers. With several worker
-    processes the chief gathers the generators' weights (BatchNorm statistics included) into
+  def network_generators(self, averaged=None):
+    """Every agent's generator, on the chief; None on the other workers: the averaged one when
+    train.ema_decay is on (``averaged`` None: the read-out), else the iterate w_k^G. With
+    several worker processes the chief gathers the weights (BatchNorm statistics included) into
     copies of the other workers' models: a collective, so every worker calls it at the same
     point of the loop."""
+    averaged = bool(self.step.ema_decay) if averaged is None else averaged
+    kind = "ema_generators" if averaged else "generators"
     done = int(self.iteration.numpy())
-    if self._network_gens and self._network_gens[0] == done:
-      return self._network_gens[1]
+    cached = self._network_gens.get(kind)
+    if cached and cached[0] == done:
+      return cached[1]
     if not self.multiworker:
-      gens = self.step.generators
+      gens = getattr(self.step, kind)
     else:
-      W = self.step.gather_weights("generators", variables="all")
+      W = self.step.gather_weights(kind, variables="all")
       gens = None
       if self.chief:
         gens = []
         for k in range(self.K):
           if k in self.agent_ids:
-            gens.append(self.step.generators[self.agent_ids.index(k)])
+            gens.append(getattr(self.step, kind)[self.agent_ids.index(k)])
             continue
-          if k not in self._shadow:
-            self._shadow[k] = make_generator(self.config, k)
-          g = self._shadow[k]
+          if (kind, k) not in self._shadow:
+            self._shadow[kind, k] = make_generator(self.config, k)
+          g = self._shadow[kind, k]
           offset = 0
           for v in models.combined_variables(g):
             size = int(np.prod(v.shape))
             v.assign(W[k, offset:offset + size].reshape(v.shape).astype(np.float32))
             offset += size
           gens.append(g)
-    self._network_gens = (done, gens)
+    self._network_gens[kind] = (done, gens)
     return gens
 
   def sample_grids(self):
@@ -386,29 +394,45 @@ class Trainer:
       self._evaluator = metrics.Evaluator(self.config.data.name, arrays=self.arrays, verbose=True)
     return self._evaluator
 
-  def evaluate(self, step, num_samples):
-    """FID, KID and class coverage of every agent against the real test split (Fig. 3)."""
+  def _score(self, gens, num_samples):
+    return [self.evaluator.score_generator(lambda z, g=g: g(z, training=False),
+                                           self.config.model.latent_dim, num_samples,
+                                           seed=self.config.seed + 1)
+            for g in gens]
+
+  def evaluate(self, step, num_samples, raw_too=False):
+    """FID, KID and class coverage (by both classifiers) of every agent's read-out generator,
+    the averaged one when train.ema_decay is on, against the real test split (Fig. 3);
+    ``raw_too`` also scores the iterates w_k^G, so the effect of averaging is on record."""
     gens = self.network_generators()
+    raw_gens = self.network_generators(averaged=False) if raw_too and self.step.ema_decay else None
     if gens is None:
       return None
-    per_agent = [self.evaluator.score_generator(lambda z, g=g: g(z, training=False),
-                                                self.config.model.latent_dim, num_samples,
-                                                seed=self.config.seed + 1)
-                 for g in gens]
+    per_agent = self._score(gens, num_samples)
     network = metrics.network_summary(per_agent)
     with self.writer.as_default(step=step):
       for k, m in enumerate(per_agent):
-        for key in ("fid", "kid", "coverage"):
+        for key in ("fid", "kid", "coverage", "robust_coverage"):
           tf.summary.scalar(f"{key}/agent_{k}", m[key])
-      for key in ("fid", "kid", "coverage"):
+      for key in ("fid", "kid", "coverage", "robust_coverage"):
         tf.summary.scalar(f"{key}/mean", network[key + "_mean"])
-    entry = {"iteration": step, "num_samples": num_samples, "agents": per_agent,
-             "network": network, "classifier": self.evaluator.classifier.describe()}
+    entry = {"iteration": step, "num_samples": num_samples,
+             "generator": "averaged" if self.step.ema_decay else "iterate",
+             "ema_decay": self.step.ema_decay, "agents": per_agent,
+             "network": network, "classifier": self.evaluator.describe()}
+    if raw_gens is not None:
+      raw = self._score(raw_gens, num_samples)
+      entry["raw"] = {"agents": raw, "network": metrics.network_summary(raw)}
+      log("eval @%d | raw (not averaged) FID %s | mean %.2f", step,
+          " ".join(f"{m['fid']:.1f}" for m in raw), entry["raw"]["network"]["fid_mean"])
     with open(os.path.join(self.workdir, "metrics.jsonl"), "a") as f:
       f.write(json.dumps(entry) + "\n")
-    log("eval @%d | FID %s | mean %.2f | KID mean %.4f | coverage %s", step,
-        " ".join(f"{m['fid']:.1f}" for m in per_agent), network["fid_mean"],
-        network["kid_mean"], "/".join(str(m["coverage"]) for m in per_agent))
+    log("eval @%d | %sFID %s | mean %.2f | KID mean %.4f | coverage %s | robust %s | weakest "
+        "class %s", step, "averaged " if self.step.ema_decay else "",
+        " ".join(f"{m['fid']:.1f}" for m in per_agent), network["fid_mean"], network["kid_mean"],
+        "/".join(str(m["coverage"]) for m in per_agent),
+        "/".join(str(m["robust_coverage"]) for m in per_agent),
+        "/".join(f"{100 * m['robust_weakest_class_share']:.1f}%" for m in per_agent))
     return entry
 
   def disagreements(self):
@@ -575,6 +599,8 @@ class Trainer:
       self.save(done, prior_seconds, t_start)
     self.write_samples(done)
     paths = self.export()
+    if self.step.ema_decay and c.eval.final_samples:
+      self.network_generators(averaged=False)  # a collective: gathered here on every worker
     self.writer.flush()
     dis_d, dis_g = self.disagreements()
     record.update({
@@ -593,7 +619,7 @@ class Trainer:
       log("worker %d done: %d iterations in %s", self.worker, done - start, _fmt_time(elapsed))
       return record
     if c.eval.final_samples:
-      final = self.evaluate(done, c.eval.final_samples)
+      final = self.evaluate(done, c.eval.final_samples, raw_too=True)
       with open(os.path.join(self.workdir, "metrics.json"), "w") as f:
         json.dump(final, f, indent=2)
       record["metrics"] = final["network"]
