@@ -163,8 +163,8 @@ def test_offline_agent_neither_adapts_nor_mixes():
 
 
 def test_generator_average_is_the_bias_corrected_mean_of_iterates_and_changes_nothing():
-  """bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s) over the iterates after each iteration,
-  BatchNorm statistics included; the averaged run's agents train exactly as without it."""
+  """bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s) over the weight iterates after each
+  iteration; the averaged run's agents train exactly as without it."""
   K, d = 3, 0.8
   A = topology.metropolis_matrix(np.ones((K, K)) - np.eye(K))
   plain, averaged = _agents(K, A=A, n_d=2), _agents(K, A=A, n_d=2, ema_decay=d)
@@ -174,13 +174,25 @@ def test_generator_average_is_the_bias_corrected_mean_of_iterates_and_changes_no
     real = _real(K, 2, seed=t)
     plain(real)
     averaged(real)
-    iterates.append(diffusion.flat_weights(averaged.generators, models.combined_variables))
-  for a, b in zip(diffusion.flat_weights(plain.generators, models.combined_variables),
-                  iterates[-1]):
+    iterates.append(diffusion.flat_weights(averaged.generators))
+  for a, b in zip(diffusion.flat_weights(plain.generators), iterates[-1]):
     np.testing.assert_array_equal(a, b)  # a read-out only: training is unchanged
   weights = d ** np.arange(len(iterates))[::-1]
   expected = np.tensordot(weights / weights.sum(), np.stack(iterates), axes=1)
-  got = diffusion.flat_weights(averaged.ema_generators, models.combined_variables)
+  got = diffusion.flat_weights(averaged.ema_generators)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
   assert not np.allclose(got, iterates[-1], atol=1e-4)  # it is not just the last iterate
   assert "ema_generators" in averaged.trackables() and "ema_generators" not in plain.trackables()
+
+
+def test_recalibrated_batchnorm_makes_inference_match_training_mode_on_the_same_batch():
+  """After recalibration a generator's inference pass on the calibration batch equals its
+  training-mode pass (batch statistics): the statistics belong to its own weights."""
+  keras.utils.set_random_seed(0)
+  g = models.make_generator(8, 0.125)
+  z = tf.constant(np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32))
+  before = g(z, training=False).numpy()
+  models.recalibrate_batchnorm(g, z)
+  np.testing.assert_allclose(g(z, training=False).numpy(), g(z, training=True).numpy(),
+                             atol=2e-3)
+  assert np.abs(before - g(z, training=False).numpy()).max() > 1e-2  # the initial (0, 1) stats

@@ -113,3 +113,20 @@ def test_faults_claim_follows_the_numbers():
   table["p0.3/q0.0"] = [row(0.3, 10.0, cov=9)]
   assert not reproduce.faults_claim(table)["holds"]  # an agent lost a digit
   assert reproduce.faults_claim({"p0.0/q0.0": [row(0.0, 10.0)]}) is None
+
+
+def test_nonhomogeneous_claim_needs_both_classifiers():
+  """A class share the check classifier reads under 5% fails the claim even when the main
+  classifier's histogram alone would pass it."""
+  only01 = [0.5, 0.45] + [0.00625] * 8
+  runs = {"d": _run("noniid", "diffusion", hists=[[0.1] * 10, [0.1] * 10]),
+          "e": _run("noniid", "noncooperative", hists=[only01])}
+  for a in runs["d"]["final"]["agents"]:
+    a["check_class_histogram"] = [0.1] * 10
+  claim = lambda: reproduce.claims(runs, reproduce.summarize(runs))["per_dataset"]["mnist"][
+      "nonhomogeneous"]
+  assert claim()["holds"] and claim()["classifiers"] == "main and check"
+  runs["d"]["final"]["agents"][1]["check_class_histogram"] = [0.03] + [0.97 / 9] * 9
+  assert not claim()["holds"]
+  assert claim()["diffusion_min_class_share_over_agents_and_seeds"] == pytest.approx(0.03)
+  assert claim()["diffusion_agents_at_least_5pct_each_class"] == 1

@@ -194,7 +194,9 @@ class DiffusionStep:
     self.ema_generators = list(ema_generators or [])
     if self.ema_decay and len(self.ema_generators) != self.M:
       raise ValueError("generator averaging needs one averaged copy per generator")
-    self.ema_vars = [combined_variables(g) for g in self.ema_generators]
+    # Weights only: BatchNorm statistics of an average are recomputed for it at read-out
+    # (models.recalibrate_batchnorm), not averaged.
+    self.ema_vars = [list(g.trainable_variables) for g in self.ema_generators]
     self.ema_count = tf.Variable(0.0, trainable=False, name="ema_count")
     self._compiled = tf.function(self._iteration)
     self._gather_fns = {}
@@ -283,15 +285,14 @@ class DiffusionStep:
 
   def _update_averages(self):
     """Generator averaging (Yazici et al., ICLR 2019) after the iteration's last combine:
-    bar_w_k = bias-corrected exponential moving average of the iterates w_k^G(i), BatchNorm
-    statistics included so that the averaged weights and statistics stay a consistent pair.
-    With beta_t = d (1 - d^(t-1)) / (1 - d^t), bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s)
+    bar_w_k = bias-corrected exponential moving average of the iterates w_k^G(i) (trainable
+    weights; the BatchNorm statistics of bar_w_k are recomputed when it is read out). With beta_t = d (1 - d^(t-1)) / (1 - d^t), bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s)
     exactly (bar_w(1) = w(1)): no start-up bias towards the initial weights."""
     d = self.ema_decay
     t = self.ema_count.assign_add(1.0)
     beta = d * (1.0 - d ** (t - 1.0)) / (1.0 - d ** t)
-    for ema_vars, g_vars in zip(self.ema_vars, self.g_vars):
-      for e, w in zip(ema_vars, g_vars):
+    for ema_vars, g in zip(self.ema_vars, self.generators):
+      for e, w in zip(ema_vars, g.trainable_variables):
         e.assign(beta * e + (1.0 - beta) * w)
 
   def _iteration(self, real, matrices, active):

@@ -214,12 +214,27 @@ def collect(todo, results_dir):
                                for l in _read_jsonl(os.path.join(workdir, "log.jsonl"))],
         "final": None if final is None else {
             "network": final["network"],
-            "agents": [{k: a[k] for k in ("fid", "kid", "kid_se", "coverage", "class_histogram")}
+            "agents": [{k: a[k] for k in ("fid", "kid", "kid_se", "coverage", "class_histogram",
+                                          "check_class_histogram", "robust_coverage") if k in a}
                        for a in final["agents"]]},
         "samples": os.path.relpath(os.path.join(workdir, "samples", "agent_0.png"), results_dir),
     }
   summary = summarize(runs)
   return {"runs": runs, "summary": summary, "claims": claims(runs, summary)}
+
+
+def weakest_share(agent):
+  """An agent's smallest class share as both classifiers read it (the smaller of the two per
+  class), or as the main one does for results scored before the check classifier existed."""
+  hist = np.asarray(agent["class_histogram"], np.float64)
+  if "check_class_histogram" in agent:
+    hist = np.minimum(hist, agent["check_class_histogram"])
+  return float(hist.min())
+
+
+def robust_coverage(agent):
+  """Classes both classifiers give 5% or more (the main one alone for older results)."""
+  return agent.get("robust_coverage", agent["coverage"])
 
 
 def summarize(runs):
@@ -262,8 +277,8 @@ def _faults_table(runs):
         "link_failure": r["link_failure"], "agent_dropout": r["agent_dropout"], "seed": r["seed"],
         "fid_per_agent": [a["fid"] for a in agents],
         "fid_mean": r["final"]["network"]["fid_mean"],
-        "weakest_class_share": float(min(min(a["class_histogram"]) for a in agents)),
-        "coverage_per_agent": [a["coverage"] for a in agents],
+        "weakest_class_share": min(weakest_share(a) for a in agents),
+        "coverage_per_agent": [robust_coverage(a) for a in agents],
         "disagreement": r["final_disagreement"], "lambda_2": r["lambda_2"],
         "parameters_sent_per_iteration": r["parameters_sent_per_iteration"]})
   return table
@@ -335,12 +350,15 @@ def claims(runs, summary):
                   if r["group"] == "noniid" and r["dataset"] == ds
                   and r["mode"] == "noncooperative" and r["final"]]
     if agents["diffusion"] and agent0_non:
-      min_share = float(min(min(a["class_histogram"]) for a in agents["diffusion"]))
+      # robust: a class counts only when both feature classifiers give it >= 5%
+      min_share = min(weakest_share(a) for a in agents["diffusion"])
       own = [float(h[0] + h[1]) for h in agent0_non]
       c["nonhomogeneous"] = {
+          "classifiers": ("main and check" if all("check_class_histogram" in a
+                                                   for a in agents["diffusion"]) else "main"),
           "diffusion_min_class_share_over_agents_and_seeds": min_share,
           "diffusion_agents_at_least_5pct_each_class": int(sum(
-              min(a["class_histogram"]) >= 0.05 for a in agents["diffusion"])),
+              weakest_share(a) >= 0.05 for a in agents["diffusion"])),
           "diffusion_agents": len(agents["diffusion"]),
           "noncooperative_agent0_share_in_own_two_classes": own,
           "holds": bool(min_share >= 0.05 and min(own) >= 0.90)}

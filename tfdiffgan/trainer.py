@@ -89,6 +89,16 @@ def make_generator(config, k):
   return models.make_generator(config.model.latent_dim, config.model.width, name=f"generator_{k}")
 
 
+def recalibrate(config, generators, num_samples=2048):
+  """The averaged generators' own BatchNorm statistics, from a fixed noise batch (the same for
+  every agent and every read-out, so a read-out is a function of the averaged weights alone)."""
+  z = np.random.default_rng(config.seed + 2).normal(
+      size=(num_samples, config.model.latent_dim)).astype(np.float32)
+  for g in generators:
+    models.recalibrate_batchnorm(g, z)
+  return generators
+
+
 def load_worker_generators(config, workdir):
   """Every agent's generator of a multiworker workdir, in one process, from the checkpoints its
   workers wrote under checkpoints/worker-N/ (they name agents by global id) at the latest
@@ -107,7 +117,7 @@ def load_worker_generators(config, workdir):
   reader = tf.train.Checkpoint(**{kind: {f"agent_{k}": g for k, g in enumerate(gens)}})
   for d in dirs:
     reader.read(os.path.join(d, f"ckpt-{max(common)}")).expect_partial()
-  return gens
+  return recalibrate(config, gens) if config.train.ema_decay else gens
 
 
 def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, support=None):
@@ -358,6 +368,8 @@ class Trainer:
             v.assign(W[k, offset:offset + size].reshape(v.shape).astype(np.float32))
             offset += size
           gens.append(g)
+    if averaged and gens is not None:
+      recalibrate(self.config, gens)
     self._network_gens[kind] = (done, gens)
     return gens
 
