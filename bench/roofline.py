@@ -121,22 +121,22 @@ def profiler_flops(graph):
   from tensorflow.python.util import deprecation  # pylint: disable=g-import-not-at-top
   builder = tf.compat.v1.profiler.ProfileOptionBuilder
   options = builder(builder.float_operation()).with_empty_output().build()
-  with deprecation.silence():  # the v1 shape helper the FLOP statistics call warns on every use
-    traced = tf.compat.v1.profiler.profile(graph, cmd="op", options=options).total_float_ops
   live = live_ops(graph)
   by_type, unregistered, unknown_shape = collections.Counter(), collections.Counter(), []
-  for op in graph.get_operations():
-    if op.name not in live:
-      continue
-    try:
-      value = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
-    except ValueError:
-      unknown_shape.append(op.type)
-      continue
-    if value is None:
-      unregistered[op.type] += 1
-    else:
-      by_type[op.type] += int(value)
+  with deprecation.silence():  # the FLOP statistics call a deprecated v1 shape helper
+    traced = tf.compat.v1.profiler.profile(graph, cmd="op", options=options).total_float_ops
+    for op in graph.get_operations():
+      if op.name not in live:
+        continue
+      try:
+        value = tf_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
+      except ValueError:
+        unknown_shape.append(op.type)
+        continue
+      if value is None:
+        unregistered[op.type] += 1
+      else:
+        by_type[op.type] += int(value)
   return {"traced": int(traced), "live": int(sum(by_type.values())),
           "live_conv_matmul": int(sum(v for k, v in by_type.items() if k in MATMUL_OPS)),
           "live_by_type": dict(by_type.most_common()),
