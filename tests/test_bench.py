@@ -108,3 +108,36 @@ def test_exchange_bench_counts_what_crosses_the_wire():
   if row["loopback_bytes_per_iteration_worker"] is not None:
     assert row["loopback_bytes_per_iteration_worker"] >= row["sent"]
   assert "neighbors" in bench_exchange.table([row])
+
+
+def test_roofline_counts_flops_by_hand_and_as_tensorflow_does():
+  """Layer FLOPs by hand; tfprof's count of a plain matmul is 2 m n k; and on a tiny step the
+  analytic count of an iteration equals TensorFlow's own count of the convolutions and matmuls
+  the tf.function runs (the gradients the tape builds but nobody uses are in the traced graph)."""
+  from bench import roofline
+  dense = keras.Sequential([keras.Input((100,)), keras.layers.Dense(10)])
+  assert [f for _, f in roofline.layer_flops(dense)] == [2 * 100 * 10]
+  stack = keras.Sequential([
+      keras.Input((8, 8, 3)),
+      keras.layers.Conv2D(4, 3, strides=2, padding="same"),           # 4x4 outputs, 3x3x3 each
+      keras.layers.Conv2DTranspose(2, 5, strides=2, padding="same"),  # 4x4 inputs, 5x5x2 each
+      keras.layers.Flatten(),
+      keras.layers.Dense(10)])                                        # 8*8*2 = 128 inputs
+  assert [f for _, f in roofline.layer_flops(stack)] == [
+      2 * 4 * 4 * (3 * 3 * 3) * 4, 2 * 4 * 4 * (5 * 5 * 2) * 4, 2 * 128 * 10]
+  # forward 30 + weight gradients 30 + input gradient of the second layer 20, for 2 samples
+  assert roofline.pass_flops([10, 20], 2, True, "above_first") == 160
+  assert roofline.pass_flops([10, 20], 2, False, "all") == 120
+
+  m, n, k = 3, 5, 7
+  matmul = tf.function(tf.linalg.matmul).get_concrete_function(
+      tf.TensorSpec([m, k]), tf.TensorSpec([k, n]))
+  counted = roofline.profiler_flops(matmul.graph)
+  assert counted["traced"] == counted["live"] == counted["live_by_type"]["MatMul"] == 2 * m * n * k
+
+  row = roofline.measure(0.125, K=2, batch=4, n_d=2, n_g=1, iters=1, matmul_n=64)
+  prof = row["profiler"]
+  assert row["analytic"]["total"] == prof["live_conv_matmul"] > 0
+  assert prof["traced"] > prof["live"] > prof["live_conv_matmul"]  # dead gradients; elementwise
+  assert not prof["unknown_shape"]
+  assert row["ms"] > 0 and row["gflops"] > 0 and row["matmul_peak_gflops"] > 0
