@@ -196,3 +196,21 @@ def test_recalibrated_batchnorm_makes_inference_match_training_mode_on_the_same_
   np.testing.assert_allclose(g(z, training=False).numpy(), g(z, training=True).numpy(),
                              atol=2e-3)
   assert np.abs(before - g(z, training=False).numpy()).max() > 1e-2  # the initial (0, 1) stats
+
+
+def test_lr_scale_is_a_step_size_factor():
+  """lr_scale s with step size mu is the step with step size s * mu (train.lr_decay)."""
+  K = 2
+  A = np.array([[0.75, 0.25], [0.25, 0.75]])
+  half, scaled = _agents(K, lr=0.025, A=A), _agents(K, lr=0.05, A=A)
+  for t in range(2):
+    half(_real(K, 1, seed=t))
+    scaled(_real(K, 1, seed=t), lr_scale=0.5)
+  for kind in ("generators", "discriminators"):
+    np.testing.assert_allclose(diffusion.flat_weights(getattr(half, kind)),
+                               diffusion.flat_weights(getattr(scaled, kind)), atol=1e-6)
+  full = _agents(K, lr=0.05, A=A)
+  for t in range(2):
+    full(_real(K, 1, seed=t))
+  assert not np.allclose(diffusion.flat_weights(full.generators),
+                         diffusion.flat_weights(half.generators), atol=1e-6)

@@ -16,7 +16,8 @@ RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_eve
 # Fields added after runs were saved: a saved config without them meant these values.
 ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "topology.failure_rule": "metropolis", "train.exchange": "auto",
-                "train.collective_timeout": 0.0, "train.ema_decay": 0.0}
+                "train.collective_timeout": 0.0, "train.ema_decay": 0.0,
+                "train.lr_decay": 0.0}
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,11 @@ def validate(config):
   _positive(config.train.clip_norm, "train.clip_norm", allow_zero=True)
   _positive(config.model.width, "model.width")
   _positive(config.train.collective_timeout, "train.collective_timeout", allow_zero=True)
+  decay = config.train.lr_decay
+  if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+    raise ConfigError(f"train.lr_decay={decay!r} must be in [0, 1): the step size falls linearly "
+                      "from mu to (1 - lr_decay) mu over train.iterations (0: constant, the "
+                      "paper's).")
   ema = config.train.ema_decay
   if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
     raise ConfigError(f"train.ema_decay={ema!r} must be in [0, 1): 0 turns generator averaging "

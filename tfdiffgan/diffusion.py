@@ -214,23 +214,23 @@ class DiffusionStep:
 
   # ------------------------------------------------------------------------------ adapt
 
-  def _adapt_discriminator(self, i, real, z):
+  def _adapt_discriminator(self, i, real, z, scale=1.0):
     """phi_k^D = w_k^D - mu grad J_k^D (eqs. 8a, 10a), for the agent in local slot i."""
     G, D = self.generators[i], self.discriminators[i]
     with tf.GradientTape() as tape:
       fake = G(z, training=True)
       loss = discriminator_loss(D(real, training=True), D(fake, training=True))
     grads = tape.gradient(loss, D.trainable_variables)
-    self.d_optimizers[i].apply_gradients(zip(grads, D.trainable_variables))
+    self.d_optimizers[i].apply_gradients(zip(grads, D.trainable_variables), scale)
     return loss
 
-  def _adapt_generator(self, i, z):
+  def _adapt_generator(self, i, z, scale=1.0):
     """phi_k^G = w_k^G - mu grad J_k^G (eqs. 8b, 10a)."""
     G, D = self.generators[i], self.discriminators[i]
     with tf.GradientTape() as tape:
       loss = generator_loss(D(G(z, training=True), training=True), self.loss)
     grads = tape.gradient(loss, G.trainable_variables)
-    self.g_optimizers[i].apply_gradients(zip(grads, G.trainable_variables))
+    self.g_optimizers[i].apply_gradients(zip(grads, G.trainable_variables), scale)
     return loss
 
   # ----------------------------------------------------------------------------- replica
@@ -260,9 +260,10 @@ class DiffusionStep:
           v.assign(m[j])
     return losses
 
-  def _replica_iteration(self, real, z, matrices, active):
+  def _replica_iteration(self, real, z, matrices, active, scale):
     """real [M, n_d, B, 28, 28, 1], z [M, n_d + n_g, B, latent] for this process's agents,
-    matrices [n_d + n_g, K, K], active None or [n_d + n_g, K]; returns this replica's losses."""
+    matrices [n_d + n_g, K, K], active None or [n_d + n_g, K], scale the step-size factor of
+    this iteration; returns this replica's losses."""
     replica = 0
     if self.R > 1:
       replica = tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group)
@@ -275,11 +276,11 @@ class DiffusionStep:
     rounds = tf.range if self.loop_rounds else range
     for r in rounds(self.n_d):                                     # Algorithm 1, lines 2-7
       d_losses = self._round(
-          replica, lambda i, r=r: self._adapt_discriminator(i, real[i, r], z[i, r]),
+          replica, lambda i, r=r: self._adapt_discriminator(i, real[i, r], z[i, r], scale),
           self.d_vars, matrices[r], row(r), d_losses)
     for r in rounds(self.n_g):                                     # Algorithm 1, lines 8-13
       g_losses = self._round(
-          replica, lambda i, r=r: self._adapt_generator(i, z[i, self.n_d + r]), self.g_vars,
+          replica, lambda i, r=r: self._adapt_generator(i, z[i, self.n_d + r], scale), self.g_vars,
           matrices[self.n_d + r], row(self.n_d + r), g_losses)
     return {"d_loss": d_losses, "g_loss": g_losses}
 
@@ -295,31 +296,33 @@ class DiffusionStep:
       for e, w in zip(ema_vars, g.trainable_variables):
         e.assign(beta * e + (1.0 - beta) * w)
 
-  def _iteration(self, real, matrices, active):
+  def _iteration(self, real, matrices, active, scale):
     real = tf.stack(real)                                          # [M, n_d, B, 28, 28, 1]
     batch_size = tf.shape(real)[2]
     z = tf.stack([g.normal([self.n_d + self.n_g, batch_size, self.latent_dim])
                   for g in self.noise])
     if self.R == 1:
-      out = self._replica_iteration(real, z, matrices, active)
+      out = self._replica_iteration(real, z, matrices, active, scale)
     else:
-      out = self.strategy.run(self._replica_iteration, args=(real, z, matrices, active))
+      out = self.strategy.run(self._replica_iteration, args=(real, z, matrices, active, scale))
       out = {key: self.strategy.gather(value, axis=0) for key, value in out.items()}
     if self.ema_decay:
       with tf.control_dependencies(tf.nest.flatten(out)):
         self._update_averages()
     return out
 
-  def __call__(self, real, matrices=None, active=None):
+  def __call__(self, real, matrices=None, active=None, lr_scale=1.0):
     """real: one tensor [n_d, B, 28, 28, 1] per agent of this process; matrices: optional
     [n_d + n_g, K, K], one combination matrix per round (time-varying schedules), else the
     step's A every round; active: optional [n_d + n_g, K], 0 where an agent is offline that
-    round. Returns every agent's losses [K] (gathered from all workers)."""
+    round; lr_scale: this iteration's factor on every agent's step size (a decaying mu_i).
+    Returns every agent's losses [K] (gathered from all workers)."""
     if matrices is None:
       matrices = self.static_matrices
     if active is not None:
       active = tf.convert_to_tensor(active, tf.float32)
-    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32), active)
+    return self._compiled(tuple(real), tf.convert_to_tensor(matrices, tf.float32), active,
+                          tf.constant(lr_scale, tf.float32))
 
   # ------------------------------------------------------------------- network read-outs
 

@@ -30,9 +30,10 @@ class SGD(tf.Module):
   def build(self, variables):
     del variables
 
-  def apply_gradients(self, grads_and_vars):
+  def apply_gradients(self, grads_and_vars, scale=1.0):
+    """``scale``: this iteration's step-size factor (train.lr_decay), mu_i = scale * mu."""
     for g, v in clip(grads_and_vars, self.clip_norm):
-      v.assign_sub(self.learning_rate * g)
+      v.assign_sub(self.learning_rate * scale * g)
 
 
 class Adam(tf.Module):
@@ -56,10 +57,10 @@ class Adam(tf.Module):
                      tf.Variable(tf.zeros(v.shape), trainable=False, name="v"))
                     for v in variables]
 
-  def apply_gradients(self, grads_and_vars):
+  def apply_gradients(self, grads_and_vars, scale=1.0):
     grads_and_vars = clip(grads_and_vars, self.clip_norm)
     t = self.iterations.assign_add(1.0)
-    lr = self.learning_rate * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+    lr = scale * self.learning_rate * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
     for (g, v), (m, s) in zip(grads_and_vars, self.moments):
       m.assign(self.beta1 * m + (1 - self.beta1) * g)
       s.assign(self.beta2 * s + (1 - self.beta2) * tf.square(g))

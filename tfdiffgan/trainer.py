@@ -567,7 +567,8 @@ class Trainer:
     sent = sum(float(self.schedule.messages(i) @ self.params_per_round) for i in range(start))
     for i in range(start, total):
       t0 = time.time()
-      out = self.step(next(batches), **topology.step_inputs(self.schedule, i))
+      out = self.step(next(batches), **topology.step_inputs(self.schedule, i),
+                      lr_scale=1.0 - c.train.lr_decay * i / total)
       sent += float(self.schedule.messages(i) @ self.params_per_round)
       d_loss, g_loss = out["d_loss"].numpy(), out["g_loss"].numpy()
       if trace_time is None:
