@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 # G with SGD adapt steps.
 PAPER = {"train.ema_decay": 0.0, "train.n_d": 5, "train.iterations": 700,
          "train.learning_rate": 0.05, "train.clip_norm": 5.0, "data.batch_size": 64,
-         "model.width": 0.25, "eval.eval_every": 250}
+         "model.width": 0.25, "eval.eval_every": 250, "train.lr_decay": 0.0}
 # Averaging is a read-out that leaves training unchanged, so each run scores the paper's
 # iterates ("FID raw") and their average ("FID avg") at once.
 # 700 iterations at n_d = 5 train in about 4 minutes here, so the 10-minute budget buys about
@@ -45,6 +45,13 @@ SETTINGS = {
                  "eval.eval_every": 500},
     "nd1.4000": {"train.ema_decay": 0.995, "train.n_d": 1, "train.iterations": 4000,
                  "eval.eval_every": 1000},
+    "nd2.2600.decay.8": {"train.ema_decay": 0.995, "train.n_d": 2, "train.iterations": 2600,
+                         "train.lr_decay": 0.8, "eval.eval_every": 650},
+    "nd2.2600.mu.1.decay.9": {"train.ema_decay": 0.995, "train.n_d": 2, "train.iterations": 2600,
+                              "train.learning_rate": 0.1, "train.lr_decay": 0.9,
+                              "eval.eval_every": 650},
+    "nd1.4000.decay.8": {"train.ema_decay": 0.995, "train.n_d": 1, "train.iterations": 4000,
+                         "train.lr_decay": 0.8, "eval.eval_every": 1000},
     "nd2.2600.ema.999": {"train.ema_decay": 0.999, "train.n_d": 2, "train.iterations": 2600,
                          "eval.eval_every": 650},
     "nd2.2600.mu.1": {"train.ema_decay": 0.995, "train.n_d": 2, "train.iterations": 2600,
@@ -90,6 +97,7 @@ def row(name, seed):
       "setting": name, "seed": seed, "n_d": t["n_d"], "iterations": t["iterations"],
       "mu": t["learning_rate"], "batch": config["data"]["batch_size"],
       "width": config["model"]["width"], "ema": t.get("ema_decay", 0.0),
+      "lr_decay": t.get("lr_decay", 0.0),
       "train_s": run["train_seconds"], "wall_s": wall[-1] if wall else None,
       "fid_raw": float(np.mean([a["fid"] for a in raw])),
       "fid": float(np.mean([a["fid"] for a in agents])),
@@ -101,13 +109,14 @@ def row(name, seed):
 
 
 def table(rows):
-  lines = ["| setting | seed | n_d | iters | mu | batch | EMA | train (wall) | FID raw | FID avg | "
-           "robust coverage | weakest class: main / check |",
+  lines = ["| setting | seed | n_d | iters | mu (decay) | batch | EMA | train (wall) | FID raw | "
+           "FID avg | robust coverage | weakest class: main / check |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     wall = f" ({r['wall_s'] / 60:.1f} min)" if r["wall_s"] else ""
     lines.append(
-        f"| {r['setting']} | {r['seed']} | {r['n_d']} | {r['iterations']} | {r['mu']:g} | "
+        f"| {r['setting']} | {r['seed']} | {r['n_d']} | {r['iterations']} | {r['mu']:g} "
+        f"({r['lr_decay']:g}) | "
         f"{r['batch']} | {r['ema']:g} | {r['train_s'] / 60:.1f} min{wall} | {r['fid_raw']:.2f} | "
         f"{r['fid']:.2f} | {'/'.join(map(str, r['robust_coverage']))} | "
         f"{100 * r['weakest_main']:.1f}% / {100 * r['weakest_check']:.1f}% |")
