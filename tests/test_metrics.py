@@ -78,3 +78,11 @@ def test_classifier_fid_orders_degradations_and_coverage(mnist_evaluator):
       < fid["one class"]
   assert scores["real"]["coverage"] == 10 and scores["one class"]["coverage"] == 1
   assert scores["real"]["kid"] < scores["one class"]["kid"]
+  # the check classifier: a second reading of the same samples
+  assert ev.check.accuracy >= metrics.MIN_ACCURACY["mnist"] and ev.check.role == "check"
+  assert scores["real"]["robust_coverage"] == 10 and scores["one class"]["robust_coverage"] == 1
+  assert scores["real"]["classifier_agreement"] > 0.97
+  assert scores["uniform noise"]["classifier_agreement"] < 0.9
+  assert fid["real"] < 2.0 and scores["real"]["check_fid"] < scores["one class"]["check_fid"]
+  robust = metrics.robust_coverage([[0.5, 0.05, 0.45], [0.5, 0.049, 0.451]], threshold=0.05)
+  assert robust == 2

@@ -268,6 +268,9 @@ class Evaluator:
           "check_class_histogram": [round(float(h), 4) for h in check_hist],
           "check_weakest_class_share": round(float(check_hist.min()), 4),
           "robust_coverage": robust_coverage([hist, check_hist]),
+          # how often the two read a sample as the same digit (real test digits: ~98%)
+          "classifier_agreement": round(float(np.mean(
+              np.argmax(logits, 1) == np.argmax(check_logits, 1))), 4),
           "robust_weakest_class_share": round(float(np.minimum(hist, check_hist).min()), 4)})
     return out
 
@@ -286,7 +289,8 @@ def network_summary(per_agent):
   out = {}
   keys = ["fid", "kid", "coverage", "entropy_bits"]
   keys += [k for k in ("weakest_class_share", "check_fid", "check_coverage", "robust_coverage",
-                       "robust_weakest_class_share") if all(k in m for m in per_agent)]
+                       "robust_weakest_class_share", "classifier_agreement")
+           if all(k in m for m in per_agent)]
   for key in keys:
     vals = np.array([m[key] for m in per_agent], np.float64)
     out[key + "_mean"], out[key + "_std"] = float(vals.mean()), float(vals.std())
