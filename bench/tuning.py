@@ -54,6 +54,8 @@ SETTINGS = {
                          "train.lr_decay": 0.8, "eval.eval_every": 1000},
     "nd1.4000.decay.95": {"train.ema_decay": 0.995, "train.n_d": 1, "train.iterations": 4000,
                           "train.lr_decay": 0.95, "eval.eval_every": 1000},
+    "nd1.4000.decay.99": {"train.ema_decay": 0.995, "train.n_d": 1, "train.iterations": 4000,
+                          "train.lr_decay": 0.99, "eval.eval_every": 1000},
     "nd1.4000.decay.8.ema.999": {"train.ema_decay": 0.999, "train.n_d": 1,
                                  "train.iterations": 4000, "train.lr_decay": 0.8,
                                  "eval.eval_every": 1000},
