@@ -43,8 +43,8 @@ def get_config():
   c.theorem1.warm_iterations = 40
   c.theorem1.warm_log_every = 2
 
-  # Faults of the network (issue 11): the main job (MNIST, two classes per agent, paper5, 700
-  # iterations) with every link failing with probability p and every agent offline with
+  # Faults of the network (issue 11): the main job as it was then (MNIST, two classes per agent,
+  # paper5, n_d = 5, constant mu, 700 iterations) with every link failing with probability p and every agent offline with
   # probability q in each round. Run alone with --only=faults (8 runs of about 6 minutes).
   c.faults = ml_collections.ConfigDict()
   c.faults.link_failures = [0.0, 0.1, 0.3, 0.5]
