@@ -145,6 +145,8 @@ def test_modes_build_the_right_network(tmp_path, idx_dir):
     ({"topology.link_failure": 1.0}, TopologyError, r"link_failure=1.0 must be a probability"),
     ({"train.mode": "fusion", "topology.link_failure": 0.2}, TopologyError,
      "train.mode=fusion has no links"),
+    ({"train.ema_decay": 1.0}, ConfigError, r"train.ema_decay=1.0 must be in \[0, 1\)"),
+    ({"train.lr_decay": -0.5}, ConfigError, r"train.lr_decay=-0.5 must be in \[0, 1\)"),
 ])
 def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   with pytest.raises(error, match=match):
