@@ -207,7 +207,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
     unrolled = make(False)
     t0 = time.perf_counter()
     graph = unrolled._compiled.get_concrete_function(  # pylint: disable=protected-access
-        tuple(real), unrolled.static_matrices, None).graph
+        tuple(real), unrolled.static_matrices, None, 1.0).graph
     row["profiler"] = profiler_flops(graph)
     row["profiler"]["seconds"] = time.perf_counter() - t0
     for key in ("traced", "live", "live_conv_matmul"):
