@@ -37,15 +37,21 @@ import numpy as np
 
 import tfdiffgan  # pylint: disable=unused-import (before TensorFlow: oneDNN on, C++ logs quiet)
 
-flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
-flags.DEFINE_integer("iters", 10, "Timed iterations of the step (after 2 warm-up calls).")
-flags.DEFINE_integer("K", 5, "Agents (paper5 graph at K=5, a ring otherwise).")
-flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
-flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
-flags.DEFINE_integer("n_g", 1, "Generator rounds per iteration.")
-flags.DEFINE_integer("matmul_n", 2048, "Size of the square float32 matmul that measures the peak.")
-flags.DEFINE_bool("profiler", True, "Also trace the unrolled step and count FLOPs with tfprof.")
-flags.DEFINE_string("out", "bench/roofline.json", "JSON output ('' for none).")
+
+def define_flags():
+  """Defined when run, not on import: the test suite imports several bench modules into one
+  process, and absl refuses a flag name defined twice."""
+  flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
+  flags.DEFINE_integer("iters", 10, "Timed iterations of the step (after 2 warm-up calls).")
+  flags.DEFINE_integer("K", 5, "Agents (paper5 graph at K=5, a ring otherwise).")
+  flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
+  flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
+  flags.DEFINE_integer("n_g", 1, "Generator rounds per iteration.")
+  flags.DEFINE_integer("matmul_n", 2048, "Size of the square float32 matmul that measures the peak.")
+  flags.DEFINE_bool("profiler", True, "Also trace the unrolled step and count FLOPs with tfprof.")
+  flags.DEFINE_string("out", "bench/roofline.json", "JSON output ('' for none).")
+
+
 FLAGS = flags.FLAGS
 
 LATENT = 100
@@ -277,4 +283,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -19,11 +19,16 @@ from absl import app
 from absl import flags
 import numpy as np
 
-flags.DEFINE_string("out", "/tmp/tfdiffgan_tuning", "Folder of one workdir per setting.")
-flags.DEFINE_list("only", [], "Settings to run (default: all).")
-flags.DEFINE_list("seeds", ["0"], "Seeds per setting.")
-flags.DEFINE_bool("table_only", False, "Only print the table of finished settings.")
-flags.DEFINE_string("config", "configs/mnist_noniid.py", "The job being tuned.")
+def define_flags():
+  """Defined when run, not on import: the test suite imports several bench modules into one
+  process, and absl refuses a flag name defined twice."""
+  flags.DEFINE_string("out", "/tmp/tfdiffgan_tuning", "Folder of one workdir per setting.")
+  flags.DEFINE_list("only", [], "Settings to run (default: all).")
+  flags.DEFINE_list("seeds", ["0"], "Seeds per setting.")
+  flags.DEFINE_bool("table_only", False, "Only print the table of finished settings.")
+  flags.DEFINE_string("config", "configs/mnist_noniid.py", "The job being tuned.")
+
+
 FLAGS = flags.FLAGS
 
 # name -> overrides of the config. Each changes one or two things against the paper's setting
@@ -147,4 +152,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

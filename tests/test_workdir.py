@@ -85,9 +85,12 @@ def test_session_seconds_accumulate(tmp_path):
 
 
 def test_first_signal_is_a_request_the_second_interrupts():
+  if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job's shell ignores it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  before = signal.getsignal(signal.SIGINT)
   with workdir_lib.StopOnSignal() as stop:
     os.kill(os.getpid(), signal.SIGINT)
     assert stop.received == "SIGINT"
     with pytest.raises(KeyboardInterrupt):
       os.kill(os.getpid(), signal.SIGINT)
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert signal.getsignal(signal.SIGINT) is before  # the handler before is back
