@@ -287,7 +287,8 @@ class DiffusionStep:
   def _update_averages(self):
     """Generator averaging (Yazici et al., ICLR 2019) after the iteration's last combine:
     bar_w_k = bias-corrected exponential moving average of the iterates w_k^G(i) (trainable
-    weights; the BatchNorm statistics of bar_w_k are recomputed when it is read out). With beta_t = d (1 - d^(t-1)) / (1 - d^t), bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s)
+    weights; the BatchNorm statistics of bar_w_k are recomputed when it is read out). With
+    beta_t = d (1 - d^(t-1)) / (1 - d^t), bar_w(t) = sum_s d^(t-s) w(s) / sum_s d^(t-s)
     exactly (bar_w(1) = w(1)): no start-up bias towards the initial weights."""
     d = self.ema_decay
     t = self.ema_count.assign_add(1.0)

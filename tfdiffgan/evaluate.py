@@ -122,7 +122,7 @@ def format_table(result):
            f"{m['coverage']:>4} {m['entropy_bits']:6.2f}")
     if check:
       row += (f" {m['check_coverage']:>4} {m['robust_coverage']:>6} "
-              f"{min(hist):7.1%} {min(m['check_class_histogram']):8.1%}")
+              f"{m['weakest_class_share']:7.1%} {m['check_weakest_class_share']:8.1%}")
     lines.append(row + "  " + top)
   n = result["network"]
   row = (f"{'mean':<{w}} {n['fid_mean']:8.2f} {n['kid_mean']:9.4f} {'':>7} "

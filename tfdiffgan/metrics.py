@@ -34,7 +34,6 @@ COVERAGE_THRESHOLD = 0.05  # a class is covered when it holds at least 5% of the
 # architecture (average pooling, other widths, a 64-wide feature layer) and another seed, so a
 # class share that only one of them sees (an ambiguous stroke read as a 2 by one and a 7 by the
 # other) does not count as coverage: robust coverage needs both to give a class 5% or more.
-ROLES = ("main", "check")
 CHECK_VERSION = 1
 CLASSIFIER_SEED = {"main": 0, "check": 1}
 
@@ -120,8 +119,8 @@ def train_classifier(dataset, arrays=None, seed=None, verbose=False, role="main"
   _, accuracy = model.evaluate(data_lib.to_float(arrays["x_test"]), arrays["y_test"],
                                batch_size=1000, verbose=0)
   if accuracy < MIN_ACCURACY[dataset]:
-    raise MetricsError(f"the {dataset} {role} feature classifier reached test accuracy {accuracy:.4f} < "
-                       f"{MIN_ACCURACY[dataset]}; its FIDs would not be trustworthy. Check the "
+    raise MetricsError(f"the {dataset} {role} feature classifier reached test accuracy "
+                       f"{accuracy:.4f} < {MIN_ACCURACY[dataset]}; its FIDs would not be trustworthy. Check the "
                        "dataset files (a corrupt cache?) and retry.")
   return FeatureClassifier(model, dataset, accuracy, role)
 

@@ -232,7 +232,7 @@ def weakest_share(agent):
   return float(hist.min())
 
 
-def robust_coverage(agent):
+def agent_coverage(agent):
   """Classes both classifiers give 5% or more (the main one alone for older results)."""
   return agent.get("robust_coverage", agent["coverage"])
 
@@ -278,7 +278,7 @@ def _faults_table(runs):
         "fid_per_agent": [a["fid"] for a in agents],
         "fid_mean": r["final"]["network"]["fid_mean"],
         "weakest_class_share": min(weakest_share(a) for a in agents),
-        "coverage_per_agent": [robust_coverage(a) for a in agents],
+        "coverage_per_agent": [agent_coverage(a) for a in agents],
         "disagreement": r["final_disagreement"], "lambda_2": r["lambda_2"],
         "parameters_sent_per_iteration": r["parameters_sent_per_iteration"]})
   return table
