@@ -57,9 +57,10 @@ def get_config():
   # plain SGD diverged within 25-52 iterations for some seeds of the main job (D's weights blow
   # up); a norm of 5 kept every seed tried stable without slowing the early rounds.
   config.train.clip_norm = 5.0
-  # Generator averaging: each agent also keeps an exponential moving average of its own w_k^G
-  # (BatchNorm statistics included), updated after every iteration, never sent; samples, exports
-  # and evaluation use it (metrics.json scores the iterate too). 0 = off: the paper's read-out.
+  # Generator averaging: each agent also keeps an exponential moving average of its own w_k^G,
+  # updated after every iteration, never sent; samples, exports and evaluation use it, with the
+  # BatchNorm statistics recomputed for the averaged weights at read-out (metrics.json scores the
+  # iterate too). 0 = off: the paper's read-out.
   config.train.ema_decay = 0.0
   config.train.init_from = ""           # warm start: a workdir (its latest checkpoint) or a checkpoint
   #                                       prefix with the same K and widths; weights only, fresh runs only
