@@ -120,8 +120,8 @@ def train_classifier(dataset, arrays=None, seed=None, verbose=False, role="main"
                                batch_size=1000, verbose=0)
   if accuracy < MIN_ACCURACY[dataset]:
     raise MetricsError(f"the {dataset} {role} feature classifier reached test accuracy "
-                       f"{accuracy:.4f} < {MIN_ACCURACY[dataset]}; its FIDs would not be trustworthy. Check the "
-                       "dataset files (a corrupt cache?) and retry.")
+                       f"{accuracy:.4f} < {MIN_ACCURACY[dataset]}; its FIDs would not be "
+                       "trustworthy. Check the dataset files (a corrupt cache?) and retry.")
   return FeatureClassifier(model, dataset, accuracy, role)
 
 
