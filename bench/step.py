@@ -36,6 +36,8 @@ flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
 flags.DEFINE_integer("iters", 20, "Timed iterations per variant (after 2 warm-up calls).")
 flags.DEFINE_integer("iters_wide", 5, "Timed iterations per variant at widths >= 0.5 (seconds per "
                      "call there: fewer calls keep a full sweep near half an hour).")
+flags.DEFINE_float("d_width", 0.0, "Discriminator width multiplier (model.d_width; 0: the same as "
+                   "the generator's).")
 flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
 flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
 flags.DEFINE_list("variants", ["step", "floor", "naive", "centralized"], "Variants to time.")
@@ -46,7 +48,7 @@ flags.DEFINE_bool("child", False, "Internal: run one (K, width) cell and print i
 FLAGS = flags.FLAGS
 
 
-def _cell(K, width, iters, batch, n_d, variants):
+def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
   """Times every variant for one (K, width) in this process."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras
@@ -64,7 +66,7 @@ def _cell(K, width, iters, batch, n_d, variants):
     for k in range(n):
       keras.utils.set_random_seed(k)
       gens.append(models.make_generator(100, width))
-      discs.append(models.make_discriminator(width))
+      discs.append(models.make_discriminator(d_width or width))
     opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(n)]
     if kind == "naive":
       return naive.NaiveStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=1, latent_dim=100)
@@ -101,7 +103,7 @@ def _cell(K, width, iters, batch, n_d, variants):
   for _ in range(20):
     next(it)
   pipeline_ms = (time.perf_counter() - t0) / 20 * 1000
-  row = {"K": K, "width": width, "pipeline_ms": pipeline_ms, "iters": iters,
+  row = {"K": K, "width": width, "d_width": d_width or width, "pipeline_ms": pipeline_ms, "iters": iters,
          "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   images = K * batch * (n_d + 1)  # real + generated images an iteration processes per D/G round
@@ -129,15 +131,21 @@ def median_ci(x, level=0.95, resamples=2000):
   return [float(v) for v in np.percentile(meds, [50 * (1 - level), 50 * (1 + level)])]
 
 
+def _width(r):
+  """'0.25', or '0.25/0.5' when D has its own width."""
+  d = r.get("d_width", r["width"])
+  return f"{r['width']}" if d == r["width"] else f"{r['width']}/{d}"
+
+
 def _table(rows):
-  head = (f"{'K':>3} {'width':>5} | {'step ms':>8} {'iqr':>5} {'floor':>8} {'naive':>8} {'central':>8}"
+  head = (f"{'K':>3} {'width':>8} | {'step ms':>8} {'iqr':>5} {'floor':>8} {'naive':>8} {'central':>8}"
           f" | {'comb %':>6} {'x naive':>7} | {'trace s':>7} {'img/s':>7} {'cores':>5} {'pipe ms':>7}"
           f" {'RSS MB':>6}")
   lines = [head, "-" * len(head)]
   for r in rows:
     g = lambda k, f="median_ms": r.get(k, {}).get(f, float("nan"))
     lines.append(
-        f"{r['K']:>3} {r['width']:>5} | {g('step'):8.1f} {g('step', 'iqr_ms'):5.1f} {g('floor'):8.1f}"
+        f"{r['K']:>3} {_width(r):>8} | {g('step'):8.1f} {g('step', 'iqr_ms'):5.1f} {g('floor'):8.1f}"
         f" {g('naive'):8.1f} {g('centralized'):8.1f} | {r.get('combine_overhead_pct', float('nan')):6.1f}"
         f" {r.get('speedup_vs_naive', float('nan')):7.2f} | {g('step', 'trace_s'):7.1f}"
         f" {g('step', 'agent_images_per_s'):7.0f} {g('step', 'cores'):5.2f} {r['pipeline_ms']:7.2f}"
@@ -193,7 +201,7 @@ def main(argv):
   os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn else "0"  # before TensorFlow loads
   if FLAGS.child:
     row = _cell(int(FLAGS.K[0]), float(FLAGS.widths[0]), FLAGS.iters, FLAGS.batch, FLAGS.n_d,
-                variants)
+                variants, FLAGS.d_width)
     print("BENCH_ROW " + json.dumps(row))
     return
   rows = []
@@ -203,6 +211,7 @@ def main(argv):
       iters = FLAGS.iters_wide if float(width) >= 0.5 else FLAGS.iters
       cmd = [sys.executable, "-m", "bench.step", "--child", f"--K={K}", f"--widths={width}",
              f"--iters={iters}", f"--batch={FLAGS.batch}", f"--n_d={FLAGS.n_d}",
+             f"--d_width={FLAGS.d_width}",
              f"--variants={','.join(variants)}", f"--onednn={FLAGS.onednn}"]
       res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
       line = [l for l in res.stdout.splitlines() if l.startswith("BENCH_ROW ")]

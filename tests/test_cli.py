@@ -56,7 +56,7 @@ def test_list_fields_take_a_literal_on_the_command_line(tmp_path, idx_dir):
   a flat list in it is refused with the expected shape."""
   base = [f"--workdir={tmp_path / 'run'}", "--config=configs/mnist_noniid.py",
           "--config.train.iterations=0", f"--config.data.source_dir={idx_dir}",
-          "--config.eval.final_samples=0", "--config.model.width=0.125",
+          "--config.eval.final_samples=0", "--config.model.width=0.125", "--config.model.d_width=0",
           "--config.data.batch_size=8"]
   result = _bin("train", *base, "--config.data.classes=[[0], [1], [2, 3], [4, 5, 6], [7, 8, 9]]")
   assert result.returncode == 0, result.stderr[-3000:]

@@ -27,7 +27,8 @@ def _bin_train(workdir, *args):
   return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
-TINY_FLAGS = ["--config.model.width=0.125", "--config.data.batch_size=16",
+TINY_FLAGS = ["--config.model.width=0.125", "--config.model.d_width=0",
+              "--config.data.batch_size=16",
               "--config.train.iterations=3", "--config.train.n_d=2", "--config.train.log_every=1",
               "--config.train.checkpoint_every=2", "--config.train.sample_every=2",
               "--config.eval.eval_every=0", "--config.eval.final_samples=0"]
@@ -147,11 +148,21 @@ def test_modes_build_the_right_network(tmp_path, idx_dir):
      "train.mode=fusion has no links"),
     ({"train.ema_decay": 1.0}, ConfigError, r"train.ema_decay=1.0 must be in \[0, 1\)"),
     ({"train.lr_decay": -0.5}, ConfigError, r"train.lr_decay=-0.5 must be in \[0, 1\)"),
+    ({"model.d_width": -0.5}, ConfigError, r"model.d_width=-0.5 must be a non-negative number"),
 ])
 def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   with pytest.raises(error, match=match):
     trainer.Trainer(tiny_config(idx_dir, **overrides), str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "config.json")  # the fixed config can use it
+
+
+@pytest.mark.parametrize("d_width, filters", [(0.0, [8, 16]), (0.5, [32, 64])])
+def test_discriminator_width_follows_d_width(tmp_path, idx_dir, d_width, filters):
+  """model.d_width widens every agent's D alone (0: model.width); G keeps model.width."""
+  t = trainer.Trainer(tiny_config(idx_dir, **{"model.d_width": d_width}), str(tmp_path / "run"))
+  for d, g in zip(t.step.discriminators, t.step.generators):
+    assert [l.filters for l in d.layers if hasattr(l, "filters")] == filters
+    assert [l.filters for l in g.layers if hasattr(l, "filters")] == [16, 8, 1]
 
 
 def test_disconnected_graph_is_refused(tmp_path, idx_dir):

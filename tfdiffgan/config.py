@@ -17,7 +17,7 @@ RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_eve
 ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "topology.failure_rule": "metropolis", "train.exchange": "auto",
                 "train.collective_timeout": 0.0, "train.ema_decay": 0.0,
-                "train.lr_decay": 0.0}
+                "train.lr_decay": 0.0, "model.d_width": 0.0}
 
 
 class ConfigError(ValueError):
@@ -85,6 +85,7 @@ def validate(config):
   _positive(config.train.learning_rate, "train.learning_rate")
   _positive(config.train.clip_norm, "train.clip_norm", allow_zero=True)
   _positive(config.model.width, "model.width")
+  _positive(config.model.d_width, "model.d_width", allow_zero=True)
   _positive(config.train.collective_timeout, "train.collective_timeout", allow_zero=True)
   decay = config.train.lr_decay
   if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:

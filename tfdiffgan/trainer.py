@@ -133,7 +133,8 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
       gens.append(make_generator(config, k))
       if config.train.ema_decay:  # the average starts as a copy of the initial weights
         emas.append(make_generator(config, k))
-      discs.append(models.make_discriminator(config.model.width, name=f"discriminator_{k}"))
+      discs.append(models.make_discriminator(config.model.d_width or config.model.width,
+                                             name=f"discriminator_{k}"))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
                                          config.train.beta1, config.train.clip_norm))
       g_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
@@ -316,7 +317,7 @@ class Trainer:
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       raise config_lib.ConfigError(
           f"train.init_from={source!r} does not fit this run ({str(e).splitlines()[0][:200]}); "
-          "it needs the same num_agents, model.width and model.latent_dim.") from e
+          "it needs the same num_agents, model.width, model.d_width and model.latent_dim.") from e
     log("warm start: weights of %d agents from %s", self.K, path)
 
   # --------------------------------------------------------------------------------- outputs
@@ -327,10 +328,11 @@ class Trainer:
       log("worker %d of %d: agents %s", self.worker, self.num_workers, self.agent_ids)
     if not self.chief:
       return
-    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s optimizer=%s mu=%s "
+    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s (D %s) optimizer=%s mu=%s "
         "n_d=%d n_g=%d strategy=%s (%d worker(s), %s exchange)", c.train.mode, self.K,
         c.topology.graph, c.topology.rule, self.lambda2, c.data.name, c.data.partition,
-        c.model.width, c.train.optimizer, c.train.learning_rate, c.train.n_d, c.train.n_g,
+        c.model.width, c.model.d_width or c.model.width, c.train.optimizer,
+        c.train.learning_rate, c.train.n_d, c.train.n_g,
         c.train.strategy, self.strategy.num_replicas_in_sync, self.step.exchange.name)
     for k, counts in enumerate(self.shard_labels):
       log("agent %d: %d images, classes %s", k, int(counts.sum()),
