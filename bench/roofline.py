@@ -35,6 +35,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import bench  # the package: width_label
+
 import tfdiffgan  # pylint: disable=unused-import (before TensorFlow: oneDNN on, C++ logs quiet)
 
 
@@ -43,6 +45,8 @@ def define_flags():
   process, and absl refuses a flag name defined twice."""
   flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
   flags.DEFINE_integer("iters", 10, "Timed iterations of the step (after 2 warm-up calls).")
+  flags.DEFINE_float("d_width", 0.0, "Discriminator width multiplier (model.d_width; 0: the "
+                     "same as the generator's).")
   flags.DEFINE_integer("K", 5, "Agents (paper5 graph at K=5, a ring otherwise).")
   flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
   flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
@@ -182,8 +186,10 @@ def layer_peak(layer, flops_per_sample, batch, calls=7):
   return batch * flops_per_sample / t / 1e9
 
 
-def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profiler=True):
-  """One row: the step's FLOPs (analytic and tfprof), its time, and the peaks, at one width."""
+def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profiler=True,
+            d_width=0.0):
+  """One row: the step's FLOPs (analytic and tfprof), its time, and the peaks, at one width
+  (the discriminator's is d_width when set)."""
   import keras  # pylint: disable=g-import-not-at-top
   from tfdiffgan import data, diffusion, models, optim, topology
 
@@ -192,7 +198,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
   for k in range(K):
     keras.utils.set_random_seed(k)
     gens.append(models.make_generator(LATENT, width))
-    discs.append(models.make_discriminator(width))
+    discs.append(models.make_discriminator(d_width or width))
   opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(K)]
   make = lambda loop: diffusion.DiffusionStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=n_g,
                                               latent_dim=LATENT, loop_rounds=loop)
@@ -204,7 +210,8 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
   rng = np.random.default_rng(0)
   shards = [rng.integers(0, 256, size=(2 * batch * n_d, 28, 28)).astype(np.uint8) for _ in range(K)]
   real = next(iter(data.network_pipeline(shards, batch, n_d, seed=0)))
-  row = {"width": width, "K": K, "batch": batch, "n_d": n_d, "n_g": n_g,
+  row = {"width": width, "d_width": d_width or width, "K": K, "batch": batch, "n_d": n_d,
+         "n_g": n_g,
          "params_g": size(gens[0].trainable_variables),
          "params_d": size(discs[0].trainable_variables), "combined_params": [p_g, p_d],
          "layer_flops": {"generator": dict(g_fwd), "discriminator": dict(d_fwd)},
@@ -231,7 +238,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
 
 
 def table(rows):
-  head = (f"{'width':>5} {'P(G)':>8} {'P(D)':>7} | {'GFLOP/it':>8} {'tfprof':>7} {'a/tfp':>5}"
+  head = (f"{'width':>9} {'P(G)':>8} {'P(D)':>7} | {'GFLOP/it':>8} {'tfprof':>7} {'a/tfp':>5}"
           f" {'live':>7} {'a/live':>6} | {'ms/it':>7} {'GFLOP/s':>7} | {'matmul':>6} {'%':>5} |"
           f" {'layer':>6} {'%':>5}")
   lines = [head, "-" * len(head)]
@@ -240,7 +247,7 @@ def table(rows):
     g = lambda k: p.get(k, float("nan")) / 1e9
     ratio = lambda k: p.get("analytic_over_" + k, float("nan"))
     lines.append(
-        f"{r['width']:>5} {r['params_g']:>8} {r['params_d']:>7} |"
+        f"{bench.width_label(r):>9} {r['params_g']:>8} {r['params_d']:>7} |"
         f" {r['analytic']['total'] / 1e9:8.2f} {g('traced'):7.2f} {ratio('traced'):5.3f}"
         f" {g('live'):7.2f} {ratio('live'):6.3f} |"
         f" {r['ms']:7.1f} {r['gflops']:7.2f} |"
@@ -254,15 +261,15 @@ def main(argv):
   rows = []
   for width in FLAGS.widths:
     rows.append(measure(float(width), FLAGS.K, FLAGS.batch, FLAGS.n_d, FLAGS.n_g, FLAGS.iters,
-                        FLAGS.matmul_n, FLAGS.profiler))
+                        FLAGS.matmul_n, FLAGS.profiler, FLAGS.d_width))
     print(table(rows[-1:]).splitlines()[-1], flush=True)
   print(table(rows))
   print("GFLOP/it: analytic (convolutions and matmuls); tfprof: its total over the traced graph,"
         " dead gradients included; live: the same statistics over the ops the step runs")
   for r in rows:
     a, p = r["analytic"], r.get("profiler")
-    print(f"w{r['width']}: analytic GFLOP/it d_rounds {a['d_rounds'] / 1e9:.3f}, g_rounds "
-          f"{a['g_rounds'] / 1e9:.3f}, combine {a['combine'] / 1e9:.4f}; biggest layer "
+    print(f"w{bench.width_label(r)}: analytic GFLOP/it d_rounds {a['d_rounds'] / 1e9:.3f}, "
+          f"g_rounds {a['g_rounds'] / 1e9:.3f}, combine {a['combine'] / 1e9:.4f}; biggest layer "
           f"{r['biggest_layer']}")
     if p:
       print(f"  tfprof live conv+matmul {p['live_conv_matmul'] / 1e9:.3f} GFLOP (analytic / it "

@@ -31,6 +31,8 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
+import bench  # the package: width_label
+
 flags.DEFINE_list("K", ["2", "5", "10", "20"], "Numbers of agents.")
 flags.DEFINE_list("widths", ["0.25", "1.0"], "DCGAN width multipliers.")
 flags.DEFINE_integer("iters", 20, "Timed iterations per variant (after 2 warm-up calls).")
@@ -131,12 +133,6 @@ def median_ci(x, level=0.95, resamples=2000):
   return [float(v) for v in np.percentile(meds, [50 * (1 - level), 50 * (1 + level)])]
 
 
-def _width(r):
-  """'0.25', or '0.25/0.5' when D has its own width."""
-  d = r.get("d_width", r["width"])
-  return f"{r['width']}" if d == r["width"] else f"{r['width']}/{d}"
-
-
 def _table(rows):
   head = (f"{'K':>3} {'width':>8} | {'step ms':>8} {'iqr':>5} {'floor':>8} {'naive':>8} {'central':>8}"
           f" | {'comb %':>6} {'x naive':>7} | {'trace s':>7} {'img/s':>7} {'cores':>5} {'pipe ms':>7}"
@@ -145,7 +141,7 @@ def _table(rows):
   for r in rows:
     g = lambda k, f="median_ms": r.get(k, {}).get(f, float("nan"))
     lines.append(
-        f"{r['K']:>3} {_width(r):>8} | {g('step'):8.1f} {g('step', 'iqr_ms'):5.1f} {g('floor'):8.1f}"
+        f"{r['K']:>3} {bench.width_label(r):>8} | {g('step'):8.1f} {g('step', 'iqr_ms'):5.1f} {g('floor'):8.1f}"
         f" {g('naive'):8.1f} {g('centralized'):8.1f} | {r.get('combine_overhead_pct', float('nan')):6.1f}"
         f" {r.get('speedup_vs_naive', float('nan')):7.2f} | {g('step', 'trace_s'):7.1f}"
         f" {g('step', 'agent_images_per_s'):7.0f} {g('step', 'cores'):5.2f} {r['pipeline_ms']:7.2f}"

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import bench
 from bench import naive
 from conftest import ROOT
 from tfdiffgan import diffusion, models, optim, topology
@@ -135,7 +136,10 @@ def test_roofline_counts_flops_by_hand_and_as_tensorflow_does():
   counted = roofline.profiler_flops(matmul.graph)
   assert counted["traced"] == counted["live"] == counted["live_by_type"]["MatMul"] == 2 * m * n * k
 
-  row = roofline.measure(0.125, K=2, batch=4, n_d=2, n_g=1, iters=1, matmul_n=64)
+  # D at its own width (model.d_width): the two counts still agree
+  row = roofline.measure(0.125, K=2, batch=4, n_d=2, n_g=1, iters=1, matmul_n=64, d_width=0.25)
+  assert row["params_d"] == models.make_discriminator(0.25).count_params()
+  assert bench.width_label(row) == "0.125/0.25"
   prof = row["profiler"]
   assert row["analytic"]["total"] == prof["live_conv_matmul"] > 0
   assert prof["traced"] > prof["live"] > prof["live_conv_matmul"]  # dead gradients; elementwise

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, tiny_config
+from tfdiffgan import models
 from tfdiffgan import topology
 from tfdiffgan import trainer
 from tfdiffgan import workdir as workdir_lib
@@ -156,12 +157,15 @@ def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   assert not os.path.exists(tmp_path / "run" / "config.json")  # the fixed config can use it
 
 
-@pytest.mark.parametrize("d_width, filters", [(0.0, [8, 16]), (0.5, [32, 64])])
-def test_discriminator_width_follows_d_width(tmp_path, idx_dir, d_width, filters):
-  """model.d_width widens every agent's D alone (0: model.width); G keeps model.width."""
-  t = trainer.Trainer(tiny_config(idx_dir, **{"model.d_width": d_width}), str(tmp_path / "run"))
+@pytest.mark.parametrize("d_width, std, filters", [(0.0, False, [8, 16]), (0.5, True, [32, 64])])
+def test_discriminator_follows_d_width_and_minibatch_std(tmp_path, idx_dir, d_width, std, filters):
+  """model.d_width widens every agent's D alone (0: model.width); G keeps model.width;
+  model.minibatch_std adds the batch-variety feature to every D."""
+  t = trainer.Trainer(tiny_config(idx_dir, **{"model.d_width": d_width,
+                                              "model.minibatch_std": std}), str(tmp_path / "run"))
   for d, g in zip(t.step.discriminators, t.step.generators):
     assert [l.filters for l in d.layers if hasattr(l, "filters")] == filters
+    assert any(isinstance(l, models.MinibatchStddev) for l in d.layers) == std
     assert [l.filters for l in g.layers if hasattr(l, "filters")] == [16, 8, 1]
 
 

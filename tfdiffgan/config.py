@@ -17,7 +17,8 @@ RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_eve
 ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "topology.failure_rule": "metropolis", "train.exchange": "auto",
                 "train.collective_timeout": 0.0, "train.ema_decay": 0.0,
-                "train.lr_decay": 0.0, "model.d_width": 0.0}
+                "train.lr_decay": 0.0, "model.d_width": 0.0,
+                "model.minibatch_std": False}
 
 
 class ConfigError(ValueError):

@@ -46,8 +46,25 @@ def make_generator(latent_dim=100, width=1.0, name="generator", init="dcgan"):
   ], name=name)
 
 
-def make_discriminator(width=1.0, name="discriminator", init="dcgan"):
-  """image [N, 28, 28, 1] -> logit [N, 1] (D = sigmoid(logit) in eq. 3)."""
+class MinibatchStddev(layers.Layer):
+  """Appends one feature map: the standard deviation of every feature over the batch, averaged
+  (Karras et al. 2018, "Progressive growing of GANs", Sec. 3). A discriminator that sees how
+  varied a batch is can punish a generator that over-draws some digits and under-draws others,
+  which one image at a time it cannot. No weights: nothing new to combine or checkpoint."""
+
+  def call(self, x):
+    std = tf.sqrt(tf.math.reduce_variance(x, axis=0) + 1e-8)        # [H, W, C] over the batch
+    shape = tf.concat([tf.shape(x)[:-1], [1]], axis=0)
+    return tf.concat([x, tf.fill(shape, tf.reduce_mean(std))], axis=-1)
+
+  def compute_output_shape(self, input_shape):
+    return (*input_shape[:-1], input_shape[-1] + 1)
+
+
+def make_discriminator(width=1.0, name="discriminator", init="dcgan", minibatch_std=False):
+  """image [N, 28, 28, 1] -> logit [N, 1] (D = sigmoid(logit) in eq. 3). With minibatch_std each
+  logit also depends on the batch's variety (MinibatchStddev): D(real) and D(fake) are separate
+  calls on whole batches, so the statistic never mixes real and generated images."""
   c1, c2 = _units(64, width), _units(128, width)
   k = _init(init)
   return keras.Sequential([
@@ -56,6 +73,7 @@ def make_discriminator(width=1.0, name="discriminator", init="dcgan"):
       layers.LeakyReLU(0.2),
       layers.Conv2D(c2, 5, strides=2, padding="same", kernel_initializer=k),
       layers.LeakyReLU(0.2),
+      *([MinibatchStddev()] if minibatch_std else []),
       layers.Flatten(),
       layers.Dense(1, kernel_initializer=k),
   ], name=name)

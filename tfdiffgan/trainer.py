@@ -134,7 +134,8 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
       if config.train.ema_decay:  # the average starts as a copy of the initial weights
         emas.append(make_generator(config, k))
       discs.append(models.make_discriminator(config.model.d_width or config.model.width,
-                                             name=f"discriminator_{k}"))
+                                             name=f"discriminator_{k}",
+                                             minibatch_std=config.model.minibatch_std))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
                                          config.train.beta1, config.train.clip_norm))
       g_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,

@@ -43,6 +43,9 @@ def get_config():
   # filters and 4% of G's parameters; a wider D costs little time (bench.step) and judges strokes
   # and class frequencies more sharply.
   config.model.d_width = 0.0
+  # Give D one more feature: how varied its batch is (models.MinibatchStddev, ProGAN's minibatch
+  # standard deviation). False = the DCGAN discriminator of the paper.
+  config.model.minibatch_std = False
   config.model.latent_dim = 100
 
   config.train = ml_collections.ConfigDict()
