@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import bench  # the package: width_label
+
 def define_flags():
   """Defined when run, not on import: the test suite imports several bench modules into one
   process, and absl refuses a flag name defined twice."""
@@ -101,6 +103,9 @@ SETTINGS.update({
     "w375.d5.2700.mu.035.decay.99": {**WIDE, "train.learning_rate": 0.035},
     # D also sees how varied its batch is (model.minibatch_std)
     "w375.d5.std.2700.decay.99": {**WIDE, "model.minibatch_std": True},
+    # width 0.5 for both networks: 213 ms per iteration
+    "w5.2200.decay.99": {**WIDE, "model.width": 0.5, "model.d_width": 0.0,
+                         "train.iterations": 2200, "eval.eval_every": 1100},
 })
 
 
@@ -141,7 +146,9 @@ def row(name, seed):
   return {
       "setting": name, "seed": seed, "n_d": t["n_d"], "iterations": t["iterations"],
       "mu": t["learning_rate"], "batch": config["data"]["batch_size"],
-      "width": config["model"]["width"], "ema": t.get("ema_decay", 0.0),
+      "width": config["model"]["width"], "d_width": config["model"].get("d_width") or
+      config["model"]["width"], "minibatch_std": config["model"].get("minibatch_std", False),
+      "ema": t.get("ema_decay", 0.0),
       "lr_decay": t.get("lr_decay", 0.0),
       "train_s": run["train_seconds"], "wall_s": wall[-1] if wall else None,
       "fid_raw": float(np.mean([a["fid"] for a in raw])),
@@ -154,15 +161,16 @@ def row(name, seed):
 
 
 def table(rows):
-  lines = ["| setting | seed | n_d | iters | mu (decay) | batch | EMA | train (wall) | FID raw | "
-           "FID avg | robust coverage | weakest class: main / check |",
+  lines = ["| setting | seed | n_d | iters | mu (decay) | batch | width (G/D) | EMA | train (wall) | "
+           "FID raw | FID avg | robust coverage | weakest class: main / check |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     wall = f" ({r['wall_s'] / 60:.1f} min)" if r["wall_s"] else ""
     lines.append(
         f"| {r['setting']} | {r['seed']} | {r['n_d']} | {r['iterations']} | {r['mu']:g} "
         f"({r['lr_decay']:g}) | "
-        f"{r['batch']} | {r['width']:g} | {r['ema']:g} | {r['train_s'] / 60:.1f} min{wall} | "
+        f"{r['batch']} | {bench.width_label(r)}{' +std' if r.get('minibatch_std') else ''} | "
+        f"{r['ema']:g} | {r['train_s'] / 60:.1f} min{wall} | "
         f"{r['fid_raw']:.2f} | {r['fid']:.2f} | {'/'.join(map(str, r['robust_coverage']))} | "
         f"{100 * r['weakest_main']:.1f}% / {100 * r['weakest_check']:.1f}% |")
   return "\n".join(lines)

@@ -145,3 +145,30 @@ def test_roofline_counts_flops_by_hand_and_as_tensorflow_does():
   assert prof["traced"] > prof["live"] > prof["live_conv_matmul"]  # dead gradients; elementwise
   assert not prof["unknown_shape"]
   assert row["ms"] > 0 and row["gflops"] > 0 and row["matmul_peak_gflops"] > 0
+
+
+def test_tuning_table_reads_a_finished_run(tmp_path):
+  """bench.tuning's row and table from a run's files: widths of G and D, both FIDs, the smallest
+  class share over the agents by each classifier."""
+  from absl import flags
+  from bench import tuning
+  if "table_only" not in flags.FLAGS:
+    tuning.define_flags()
+  flags.FLAGS(["tuning", f"--out={tmp_path}"])
+  run = tmp_path / "w.s3"
+  run.mkdir()
+  agent = lambda fid, main, check: {"fid": fid, "robust_coverage": 10, "weakest_class_share": main,
+                                    "check_weakest_class_share": check}
+  (run / "metrics.json").write_text(json.dumps({
+      "agents": [agent(7.0, 0.07, 0.065), agent(9.0, 0.055, 0.08)],
+      "raw": {"agents": [agent(6.0, 0.06, 0.06), agent(8.0, 0.06, 0.06)]}}))
+  (run / "run.json").write_text(json.dumps({"train_seconds": 540.0}))
+  (run / "config.json").write_text(json.dumps({
+      "train": {"n_d": 1, "iterations": 2700, "learning_rate": 0.05, "ema_decay": 0.995,
+                "lr_decay": 0.99},
+      "data": {"batch_size": 64}, "model": {"width": 0.375, "d_width": 0.5,
+                                            "minibatch_std": True}}))
+  r = tuning.row("w", 3)
+  assert (r["fid"], r["fid_raw"], r["weakest_main"], r["weakest_check"]) == (8.0, 7.0, 0.055, 0.065)
+  line = tuning.table([r]).splitlines()[-1]
+  assert "| 0.375/0.5 +std |" in line and "| 9.0 min |" in line and "5.5% / 6.5%" in line
