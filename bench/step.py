@@ -105,7 +105,8 @@ def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
   for _ in range(20):
     next(it)
   pipeline_ms = (time.perf_counter() - t0) / 20 * 1000
-  row = {"K": K, "width": width, "d_width": d_width or width, "pipeline_ms": pipeline_ms, "iters": iters,
+  row = {"K": K, "width": width, "d_width": d_width or width, "pipeline_ms": pipeline_ms,
+         "iters": iters,
          "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
   images = K * batch * (n_d + 1)  # real + generated images an iteration processes per D/G round

@@ -49,8 +49,9 @@ def make_generator(latent_dim=100, width=1.0, name="generator", init="dcgan"):
 class MinibatchStddev(layers.Layer):
   """Appends one feature map: the standard deviation of every feature over the batch, averaged
   (Karras et al. 2018, "Progressive growing of GANs", Sec. 3). A discriminator that sees how
-  varied a batch is can punish a generator that over-draws some digits and under-draws others,
-  which one image at a time it cannot. No weights: nothing new to combine or checkpoint."""
+  varied a batch is can tell a too-uniform batch of generated digits from a real one, which one
+  image at a time it cannot. No weights: nothing new to combine or checkpoint. (In the main job
+  it did not improve the final class balance: docs/RESULTS.md, round three.)"""
 
   def call(self, x):
     std = tf.sqrt(tf.math.reduce_variance(x, axis=0) + 1e-8)        # [H, W, C] over the batch
