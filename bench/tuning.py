@@ -109,13 +109,13 @@ SETTINGS.update({
 })
 
 
-def workdir(name, seed):
-  return os.path.join(FLAGS.out, f"{name}.s{seed}")
+def workdir(out, name, seed):
+  return os.path.join(out, f"{name}.s{seed}")
 
 
 def train(name, seed):
   overrides = {**PAPER, **SETTINGS[name], "seed": int(seed)}
-  path = workdir(name, seed)
+  path = workdir(FLAGS.out, name, seed)
   if os.path.exists(os.path.join(path, "metrics.json")):
     return
   cmd = [sys.executable, "bin/train", f"--config={FLAGS.config}", f"--workdir={path}"]
@@ -129,16 +129,17 @@ def train(name, seed):
     f.write(json.dumps({"name": name, "seed": seed, "wall_seconds": time.time() - t0}) + "\n")
 
 
-def row(name, seed):
-  path = workdir(name, seed)
+def row(out, name, seed):
+  """One table row from the finished run of a setting under the sweep's folder ``out``."""
+  path = workdir(out, name, seed)
   try:
     run = json.load(open(os.path.join(path, "run.json")))
     final = json.load(open(os.path.join(path, "metrics.json")))
     config = json.load(open(os.path.join(path, "config.json")))
   except (OSError, ValueError):
     return None
-  walls = [json.loads(l) for l in open(os.path.join(FLAGS.out, "wall.json"))] \
-      if os.path.exists(os.path.join(FLAGS.out, "wall.json")) else []
+  walls = [json.loads(l) for l in open(os.path.join(out, "wall.json"))] \
+      if os.path.exists(os.path.join(out, "wall.json")) else []
   wall = [w["wall_seconds"] for w in walls if w["name"] == name and str(w["seed"]) == str(seed)]
   agents = final["agents"]
   raw = final.get("raw", final)["agents"]
@@ -186,7 +187,7 @@ def main(_):
     for seed in FLAGS.seeds:
       for name in names:
         train(name, seed)
-  rows = [r for seed in FLAGS.seeds for name in names for r in [row(name, seed)] if r]
+  rows = [r for seed in FLAGS.seeds for name in names for r in [row(FLAGS.out, name, seed)] if r]
   print(table(rows))
   with open(os.path.join(FLAGS.out, "tuning.json"), "w") as f:
     json.dump(rows, f, indent=2)

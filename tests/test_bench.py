@@ -150,11 +150,7 @@ def test_roofline_counts_flops_by_hand_and_as_tensorflow_does():
 def test_tuning_table_reads_a_finished_run(tmp_path):
   """bench.tuning's row and table from a run's files: widths of G and D, both FIDs, the smallest
   class share over the agents by each classifier."""
-  from absl import flags
   from bench import tuning
-  if "table_only" not in flags.FLAGS:
-    tuning.define_flags()
-  flags.FLAGS(["tuning", f"--out={tmp_path}"])
   run = tmp_path / "w.s3"
   run.mkdir()
   agent = lambda fid, main, check: {"fid": fid, "robust_coverage": 10, "weakest_class_share": main,
@@ -168,7 +164,7 @@ def test_tuning_table_reads_a_finished_run(tmp_path):
                 "lr_decay": 0.99},
       "data": {"batch_size": 64}, "model": {"width": 0.375, "d_width": 0.5,
                                             "minibatch_std": True}}))
-  r = tuning.row("w", 3)
+  r = tuning.row(str(tmp_path), "w", 3)
   assert (r["fid"], r["fid_raw"], r["weakest_main"], r["weakest_check"]) == (8.0, 7.0, 0.055, 0.065)
   line = tuning.table([r]).splitlines()[-1]
   assert "| 0.375/0.5 +std |" in line and "| 9.0 min |" in line and "5.5% / 6.5%" in line

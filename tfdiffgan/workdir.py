@@ -45,7 +45,9 @@ def prepare(workdir):
                        "path under a directory.")
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_probe")
+    # one name per process: the workers of a multiworker run prepare the same workdir at once,
+    # and a shared name let one remove the probe of another (FileNotFoundError)
+    probe = os.path.join(workdir, f".write_probe.{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
