@@ -190,6 +190,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
             d_width=0.0):
   """One row: the step's FLOPs (analytic and tfprof), its time, and the peaks, at one width
   (the discriminator's is d_width when set)."""
+  d_width = d_width or width
   import keras  # pylint: disable=g-import-not-at-top
   from tfdiffgan import data, diffusion, models, optim, topology
 
@@ -198,7 +199,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
   for k in range(K):
     keras.utils.set_random_seed(k)
     gens.append(models.make_generator(LATENT, width))
-    discs.append(models.make_discriminator(d_width or width))
+    discs.append(models.make_discriminator(d_width))
   opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(K)]
   make = lambda loop: diffusion.DiffusionStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=n_g,
                                               latent_dim=LATENT, loop_rounds=loop)
@@ -210,7 +211,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
   rng = np.random.default_rng(0)
   shards = [rng.integers(0, 256, size=(2 * batch * n_d, 28, 28)).astype(np.uint8) for _ in range(K)]
   real = next(iter(data.network_pipeline(shards, batch, n_d, seed=0)))
-  row = {"width": width, "d_width": d_width or width, "K": K, "batch": batch, "n_d": n_d,
+  row = {"width": width, "d_width": d_width, "K": K, "batch": batch, "n_d": n_d,
          "n_g": n_g,
          "params_g": size(gens[0].trainable_variables),
          "params_d": size(discs[0].trainable_variables), "combined_params": [p_g, p_d],

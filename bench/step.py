@@ -51,7 +51,8 @@ FLAGS = flags.FLAGS
 
 
 def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
-  """Times every variant for one (K, width) in this process."""
+  """Times every variant for one (K, width) in this process (D at d_width when set)."""
+  d_width = d_width or width
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras
   from bench import naive
@@ -68,7 +69,7 @@ def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
     for k in range(n):
       keras.utils.set_random_seed(k)
       gens.append(models.make_generator(100, width))
-      discs.append(models.make_discriminator(d_width or width))
+      discs.append(models.make_discriminator(d_width))
     opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(n)]
     if kind == "naive":
       return naive.NaiveStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=1, latent_dim=100)
@@ -105,7 +106,7 @@ def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
   for _ in range(20):
     next(it)
   pipeline_ms = (time.perf_counter() - t0) / 20 * 1000
-  row = {"K": K, "width": width, "d_width": d_width or width, "pipeline_ms": pipeline_ms,
+  row = {"K": K, "width": width, "d_width": d_width, "pipeline_ms": pipeline_ms,
          "iters": iters,
          "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

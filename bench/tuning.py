@@ -39,8 +39,7 @@ FLAGS = flags.FLAGS
 PAPER = {"train.ema_decay": 0.0, "train.n_d": 5, "train.iterations": 700,
          "train.learning_rate": 0.05, "train.clip_norm": 5.0, "data.batch_size": 64,
          "model.width": 0.25, "model.d_width": 0.0, "model.minibatch_std": False,
-         "eval.eval_every": 250,
-         "train.lr_decay": 0.0}
+         "eval.eval_every": 250, "train.lr_decay": 0.0}
 # Averaging is a read-out that leaves training unchanged, so each run scores the paper's
 # iterates ("FID raw") and their average ("FID avg") at once.
 # 700 iterations at n_d = 5 train in about 4 minutes here, so the 10-minute budget buys about
@@ -162,8 +161,8 @@ def row(out, name, seed):
 
 
 def table(rows):
-  lines = ["| setting | seed | n_d | iters | mu (decay) | batch | width (G/D) | EMA | train (wall) | "
-           "FID raw | FID avg | robust coverage | weakest class: main / check |",
+  lines = ["| setting | seed | n_d | iters | mu (decay) | batch | width (G/D) | EMA | "
+           "train (wall) | FID raw | FID avg | robust coverage | weakest class: main / check |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     wall = f" ({r['wall_s'] / 60:.1f} min)" if r["wall_s"] else ""

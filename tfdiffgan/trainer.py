@@ -83,6 +83,11 @@ def base_network(config, num_data_agents):
   return topology.StaticSchedule(A, rounds), A, K
 
 
+def discriminator_width(config):
+  """D's width multiplier: model.d_width, or model.width when that is 0."""
+  return config.model.d_width or config.model.width
+
+
 def make_generator(config, k):
   """Agent k's generator, initialised from its own seed (the same whoever builds it)."""
   keras.utils.set_random_seed(config.seed * 1000 + k)
@@ -133,7 +138,7 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
       gens.append(make_generator(config, k))
       if config.train.ema_decay:  # the average starts as a copy of the initial weights
         emas.append(make_generator(config, k))
-      discs.append(models.make_discriminator(config.model.d_width or config.model.width,
+      discs.append(models.make_discriminator(discriminator_width(config),
                                              name=f"discriminator_{k}",
                                              minibatch_std=config.model.minibatch_std))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
@@ -318,7 +323,8 @@ class Trainer:
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       raise config_lib.ConfigError(
           f"train.init_from={source!r} does not fit this run ({str(e).splitlines()[0][:200]}); "
-          "it needs the same num_agents, model.width, model.d_width and model.latent_dim.") from e
+          "it needs the same num_agents, model.width, model.d_width, model.minibatch_std and "
+          "model.latent_dim.") from e
     log("warm start: weights of %d agents from %s", self.K, path)
 
   # --------------------------------------------------------------------------------- outputs
@@ -332,7 +338,7 @@ class Trainer:
     log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s (D %s) optimizer=%s mu=%s "
         "n_d=%d n_g=%d strategy=%s (%d worker(s), %s exchange)", c.train.mode, self.K,
         c.topology.graph, c.topology.rule, self.lambda2, c.data.name, c.data.partition,
-        c.model.width, c.model.d_width or c.model.width, c.train.optimizer,
+        c.model.width, discriminator_width(c), c.train.optimizer,
         c.train.learning_rate, c.train.n_d, c.train.n_g,
         c.train.strategy, self.strategy.num_replicas_in_sync, self.step.exchange.name)
     for k, counts in enumerate(self.shard_labels):
