@@ -48,6 +48,7 @@ def define_flags():
   flags.DEFINE_float("d_width", 0.0, "Discriminator width multiplier (model.d_width; 0: the "
                      "same as the generator's).")
   flags.DEFINE_integer("K", 5, "Agents (paper5 graph at K=5, a ring otherwise).")
+  flags.DEFINE_integer("pack", 1, "Images the discriminator scores at once (model.pack).")
   flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
   flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
   flags.DEFINE_integer("n_g", 1, "Generator rounds per iteration.")
@@ -98,13 +99,14 @@ def pass_flops(fwd, batch, weights, inputs):
   return int(batch * (f.sum() + grad))
 
 
-def iteration_flops(g_fwd, d_fwd, p_g, p_d, K, batch, n_d, n_g):
-  """Analytic FLOPs of one iteration of Algorithm 1 over K agents, by part."""
+def iteration_flops(g_fwd, d_fwd, p_g, p_d, K, batch, n_d, n_g, pack=1):
+  """Analytic FLOPs of one iteration of Algorithm 1 over K agents, by part. D sees batch / pack
+  inputs of ``pack`` images each (model.pack); d_fwd counts per input."""
   parts = {
       "d_rounds": K * n_d * (pass_flops(g_fwd, batch, False, "none")
-                             + pass_flops(d_fwd, 2 * batch, True, "above_first")),
+                             + pass_flops(d_fwd, 2 * batch // pack, True, "above_first")),
       "g_rounds": K * n_g * (pass_flops(g_fwd, batch, True, "above_first")
-                             + pass_flops(d_fwd, batch, False, "all")),
+                             + pass_flops(d_fwd, batch // pack, False, "all")),
       "combine": K * (n_d * 2 * K * p_d + n_g * 2 * K * p_g),
   }
   parts["total"] = sum(parts.values())
@@ -187,9 +189,9 @@ def layer_peak(layer, flops_per_sample, batch, calls=7):
 
 
 def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profiler=True,
-            d_width=0.0):
+            d_width=0.0, pack=1):
   """One row: the step's FLOPs (analytic and tfprof), its time, and the peaks, at one width
-  (the discriminator's is d_width when set)."""
+  (the discriminator's is d_width when set; it scores ``pack`` images at once, model.pack)."""
   d_width = d_width or width
   import keras  # pylint: disable=g-import-not-at-top
   from tfdiffgan import data, diffusion, models, optim, topology
@@ -199,7 +201,7 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
   for k in range(K):
     keras.utils.set_random_seed(k)
     gens.append(models.make_generator(LATENT, width))
-    discs.append(models.make_discriminator(d_width))
+    discs.append(models.make_discriminator(d_width, pack=pack))
   opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(K)]
   make = lambda loop: diffusion.DiffusionStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=n_g,
                                               latent_dim=LATENT, loop_rounds=loop)
@@ -207,11 +209,11 @@ def measure(width, K=5, batch=64, n_d=5, n_g=1, iters=10, matmul_n=2048, profile
   p_g, p_d = size(models.combined_variables(gens[0])), size(models.combined_variables(discs[0]))
   g_fwd, d_fwd = layer_flops(gens[0]), layer_flops(discs[0])
   analytic = iteration_flops([f for _, f in g_fwd], [f for _, f in d_fwd], p_g, p_d, K, batch,
-                             n_d, n_g)
+                             n_d, n_g, pack)
   rng = np.random.default_rng(0)
   shards = [rng.integers(0, 256, size=(2 * batch * n_d, 28, 28)).astype(np.uint8) for _ in range(K)]
   real = next(iter(data.network_pipeline(shards, batch, n_d, seed=0)))
-  row = {"width": width, "d_width": d_width, "K": K, "batch": batch, "n_d": n_d,
+  row = {"width": width, "d_width": d_width, "pack": pack, "K": K, "batch": batch, "n_d": n_d,
          "n_g": n_g,
          "params_g": size(gens[0].trainable_variables),
          "params_d": size(discs[0].trainable_variables), "combined_params": [p_g, p_d],
@@ -262,7 +264,7 @@ def main(argv):
   rows = []
   for width in FLAGS.widths:
     rows.append(measure(float(width), FLAGS.K, FLAGS.batch, FLAGS.n_d, FLAGS.n_g, FLAGS.iters,
-                        FLAGS.matmul_n, FLAGS.profiler, FLAGS.d_width))
+                        FLAGS.matmul_n, FLAGS.profiler, FLAGS.d_width, FLAGS.pack))
     print(table(rows[-1:]).splitlines()[-1], flush=True)
   print(table(rows))
   print("GFLOP/it: analytic (convolutions and matmuls); tfprof: its total over the traced graph,"

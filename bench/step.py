@@ -41,6 +41,7 @@ flags.DEFINE_integer("iters_wide", 5, "Timed iterations per variant at widths >=
 flags.DEFINE_float("d_width", 0.0, "Discriminator width multiplier (model.d_width; 0: the same as "
                    "the generator's).")
 flags.DEFINE_integer("batch", 64, "Batch per agent and round.")
+flags.DEFINE_integer("pack", 1, "Images D scores at once (model.pack).")
 flags.DEFINE_integer("n_d", 5, "Discriminator rounds per iteration.")
 flags.DEFINE_list("variants", ["step", "floor", "naive", "centralized"], "Variants to time.")
 flags.DEFINE_string("out", "bench/results.json", "JSON output.")
@@ -50,8 +51,9 @@ flags.DEFINE_bool("child", False, "Internal: run one (K, width) cell and print i
 FLAGS = flags.FLAGS
 
 
-def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
-  """Times every variant for one (K, width) in this process (D at d_width when set)."""
+def _cell(K, width, iters, batch, n_d, variants, d_width=0.0, pack=1):
+  """Times every variant for one (K, width) in this process (D at d_width when set, scoring
+  ``pack`` images at once as model.pack)."""
   d_width = d_width or width
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import keras
@@ -69,7 +71,7 @@ def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
     for k in range(n):
       keras.utils.set_random_seed(k)
       gens.append(models.make_generator(100, width))
-      discs.append(models.make_discriminator(d_width))
+      discs.append(models.make_discriminator(d_width, pack=pack))
     opts = lambda: [optim.make_optimizer("sgd", 0.05) for _ in range(n)]
     if kind == "naive":
       return naive.NaiveStep(gens, discs, opts(), opts(), A, n_d=n_d, n_g=1, latent_dim=100)
@@ -106,7 +108,7 @@ def _cell(K, width, iters, batch, n_d, variants, d_width=0.0):
   for _ in range(20):
     next(it)
   pipeline_ms = (time.perf_counter() - t0) / 20 * 1000
-  row = {"K": K, "width": width, "d_width": d_width, "pipeline_ms": pipeline_ms,
+  row = {"K": K, "width": width, "d_width": d_width, "pack": pack, "pipeline_ms": pipeline_ms,
          "iters": iters,
          "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1",
          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -199,7 +201,7 @@ def main(argv):
   os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn else "0"  # before TensorFlow loads
   if FLAGS.child:
     row = _cell(int(FLAGS.K[0]), float(FLAGS.widths[0]), FLAGS.iters, FLAGS.batch, FLAGS.n_d,
-                variants, FLAGS.d_width)
+                variants, FLAGS.d_width, FLAGS.pack)
     print("BENCH_ROW " + json.dumps(row))
     return
   rows = []
@@ -209,7 +211,7 @@ def main(argv):
       iters = FLAGS.iters_wide if float(width) >= 0.5 else FLAGS.iters
       cmd = [sys.executable, "-m", "bench.step", "--child", f"--K={K}", f"--widths={width}",
              f"--iters={iters}", f"--batch={FLAGS.batch}", f"--n_d={FLAGS.n_d}",
-             f"--d_width={FLAGS.d_width}",
+             f"--d_width={FLAGS.d_width}", f"--pack={FLAGS.pack}",
              f"--variants={','.join(variants)}", f"--onednn={FLAGS.onednn}"]
       res = subprocess.run(cmd, capture_output=True, text=True, cwd=root)
       line = [l for l in res.stdout.splitlines() if l.startswith("BENCH_ROW ")]

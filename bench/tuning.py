@@ -39,7 +39,7 @@ FLAGS = flags.FLAGS
 PAPER = {"train.ema_decay": 0.0, "train.n_d": 5, "train.iterations": 700,
          "train.learning_rate": 0.05, "train.clip_norm": 5.0, "data.batch_size": 64,
          "model.width": 0.25, "model.d_width": 0.0, "model.minibatch_std": False,
-         "eval.eval_every": 250, "train.lr_decay": 0.0}
+         "eval.eval_every": 250, "train.lr_decay": 0.0, "model.pack": 1}
 # Averaging is a read-out that leaves training unchanged, so each run scores the paper's
 # iterates ("FID raw") and their average ("FID avg") at once.
 # 700 iterations at n_d = 5 train in about 4 minutes here, so the 10-minute budget buys about
@@ -102,6 +102,8 @@ SETTINGS.update({
     "w375.d5.2700.mu.035.decay.99": {**WIDE, "train.learning_rate": 0.035},
     # D also sees how varied its batch is (model.minibatch_std)
     "w375.d5.std.2700.decay.99": {**WIDE, "model.minibatch_std": True},
+    # ... or scores its samples in pairs (model.pack, PacGAN), which also halves D's work
+    "w375.d5.pack2.2700.decay.99": {**WIDE, "model.pack": 2},
     # width 0.5 for both networks: 213 ms per iteration
     "w5.2200.decay.99": {**WIDE, "model.width": 0.5, "model.d_width": 0.0,
                          "train.iterations": 2200, "eval.eval_every": 1100},
@@ -148,6 +150,7 @@ def row(out, name, seed):
       "mu": t["learning_rate"], "batch": config["data"]["batch_size"],
       "width": config["model"]["width"], "d_width": config["model"].get("d_width") or
       config["model"]["width"], "minibatch_std": config["model"].get("minibatch_std", False),
+      "pack": config["model"].get("pack", 1),
       "ema": t.get("ema_decay", 0.0),
       "lr_decay": t.get("lr_decay", 0.0),
       "train_s": run["train_seconds"], "wall_s": wall[-1] if wall else None,
@@ -169,7 +172,8 @@ def table(rows):
     lines.append(
         f"| {r['setting']} | {r['seed']} | {r['n_d']} | {r['iterations']} | {r['mu']:g} "
         f"({r['lr_decay']:g}) | "
-        f"{r['batch']} | {bench.width_label(r)}{' +std' if r.get('minibatch_std') else ''} | "
+        f"{r['batch']} | {bench.width_label(r)}{' +std' if r.get('minibatch_std') else ''}"
+        f"{' +pack%d' % r['pack'] if r.get('pack', 1) > 1 else ''} | "
         f"{r['ema']:g} | {r['train_s'] / 60:.1f} min{wall} | "
         f"{r['fid_raw']:.2f} | {r['fid']:.2f} | {'/'.join(map(str, r['robust_coverage']))} | "
         f"{100 * r['weakest_main']:.1f}% / {100 * r['weakest_check']:.1f}% |")

@@ -146,6 +146,11 @@ def test_roofline_counts_flops_by_hand_and_as_tensorflow_does():
   assert not prof["unknown_shape"]
   assert row["ms"] > 0 and row["gflops"] > 0 and row["matmul_peak_gflops"] > 0
 
+  # D scoring pairs (model.pack=2): half the inputs, two channels each; the counts still agree
+  row = roofline.measure(0.125, K=2, batch=4, n_d=1, n_g=1, iters=1, matmul_n=64, d_width=0.25,
+                         pack=2)
+  assert row["analytic"]["total"] == row["profiler"]["live_conv_matmul"] > 0
+
 
 def test_tuning_table_reads_a_finished_run(tmp_path):
   """bench.tuning's row and table from a run's files: widths of G and D, both FIDs, the smallest

@@ -150,6 +150,8 @@ def test_modes_build_the_right_network(tmp_path, idx_dir):
     ({"train.ema_decay": 1.0}, ConfigError, r"train.ema_decay=1.0 must be in \[0, 1\)"),
     ({"train.lr_decay": -0.5}, ConfigError, r"train.lr_decay=-0.5 must be in \[0, 1\)"),
     ({"model.d_width": -0.5}, ConfigError, r"model.d_width=-0.5 must be a non-negative number"),
+    ({"model.pack": 3}, ConfigError, r"model.pack=3 must divide data.batch_size=8"),
+    ({"model.pack": 0}, ConfigError, r"model.pack=0 must be a positive integer"),
 ])
 def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   with pytest.raises(error, match=match):
@@ -157,15 +159,19 @@ def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   assert not os.path.exists(tmp_path / "run" / "config.json")  # the fixed config can use it
 
 
-@pytest.mark.parametrize("d_width, std, filters", [(0.0, False, [8, 16]), (0.5, True, [32, 64])])
-def test_discriminator_follows_d_width_and_minibatch_std(tmp_path, idx_dir, d_width, std, filters):
+@pytest.mark.parametrize("d_width, std, pack, filters",
+                         [(0.0, False, 1, [8, 16]), (0.5, True, 2, [32, 64])])
+def test_discriminator_follows_d_width_minibatch_std_and_pack(tmp_path, idx_dir, d_width, std,
+                                                              pack, filters):
   """model.d_width widens every agent's D alone (0: model.width); G keeps model.width;
-  model.minibatch_std adds the batch-variety feature to every D."""
-  t = trainer.Trainer(tiny_config(idx_dir, **{"model.d_width": d_width,
+  model.minibatch_std adds the batch-variety feature to every D; model.pack makes every D score
+  that many images at once."""
+  t = trainer.Trainer(tiny_config(idx_dir, **{"model.d_width": d_width, "model.pack": pack,
                                               "model.minibatch_std": std}), str(tmp_path / "run"))
   for d, g in zip(t.step.discriminators, t.step.generators):
     assert [l.filters for l in d.layers if hasattr(l, "filters")] == filters
     assert any(isinstance(l, models.MinibatchStddev) for l in d.layers) == std
+    assert d(tf.zeros([8, 28, 28, 1])).shape == (8 // pack, 1)
     assert [l.filters for l in g.layers if hasattr(l, "filters")] == [16, 8, 1]
 
 

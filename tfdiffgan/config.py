@@ -18,7 +18,7 @@ ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "topology.failure_rule": "metropolis", "train.exchange": "auto",
                 "train.collective_timeout": 0.0, "train.ema_decay": 0.0,
                 "train.lr_decay": 0.0, "model.d_width": 0.0,
-                "model.minibatch_std": False}
+                "model.minibatch_std": False, "model.pack": 1}
 
 
 class ConfigError(ValueError):
@@ -66,7 +66,7 @@ def validate(config):
   _choice(config.topology.rule, topology.RULES, "topology.rule")
   for field in ("num_agents", "data.batch_size", "train.n_d", "train.n_g", "train.log_every",
                 "train.checkpoint_every", "train.sample_every", "train.keep_checkpoints",
-                "model.latent_dim"):
+                "model.latent_dim", "model.pack"):
     value = config
     for part in field.split("."):
       value = value[part]
@@ -84,6 +84,10 @@ def validate(config):
                       "only average its initial weights. Set a positive step size, e.g. "
                       "--config.train.learning_rate=0.05.")
   _positive(config.train.learning_rate, "train.learning_rate")
+  if config.data.batch_size % config.model.pack:
+    raise ConfigError(f"model.pack={config.model.pack} must divide data.batch_size="
+                      f"{config.data.batch_size}: D scores the batch in groups of model.pack "
+                      "images. Choose a batch size that is a multiple of it, or model.pack=1.")
   _positive(config.train.clip_norm, "train.clip_norm", allow_zero=True)
   _positive(config.model.width, "model.width")
   _positive(config.model.d_width, "model.d_width", allow_zero=True)

@@ -62,14 +62,42 @@ class MinibatchStddev(layers.Layer):
     return (*input_shape[:-1], input_shape[-1] + 1)
 
 
-def make_discriminator(width=1.0, name="discriminator", init="dcgan", minibatch_std=False):
-  """image [N, 28, 28, 1] -> logit [N, 1] (D = sigmoid(logit) in eq. 3). With minibatch_std each
-  logit also depends on the batch's variety (MinibatchStddev): D(real) and D(fake) are separate
-  calls on whole batches, so the statistic never mixes real and generated images."""
+class Pack(layers.Layer):
+  """[N, 28, 28, 1] -> [N / m, 28, 28, m]: each group of m consecutive images becomes one input
+  of m channels (PacGAN, Lin et al., NeurIPS 2018). A discriminator that judges m samples jointly
+  penalizes a generator whose samples lack variety (a missing or rare class), which one image at
+  a time it cannot; it also halves D's work per batch at m = 2. Real and generated images are
+  separate calls, so a pack never mixes them; batches are shuffled, so packs are random groups."""
+
+  def __init__(self, m, **kwargs):
+    super().__init__(**kwargs)
+    self.m = int(m)
+
+  def call(self, x):
+    h, w, c = x.shape[1:]
+    x = tf.reshape(x, [-1, self.m, h, w, c])                      # [N / m, m, H, W, C]
+    return tf.reshape(tf.transpose(x, [0, 2, 3, 1, 4]), [-1, h, w, self.m * c])
+
+  def compute_output_shape(self, input_shape):
+    n = None if input_shape[0] is None else input_shape[0] // self.m
+    return (n, *input_shape[1:-1], input_shape[-1] * self.m)
+
+  def get_config(self):
+    return {**super().get_config(), "m": self.m}
+
+
+def make_discriminator(width=1.0, name="discriminator", init="dcgan", minibatch_std=False,
+                       pack=1):
+  """image [N, 28, 28, 1] -> logit [N / pack, 1] (D = sigmoid(logit) in eq. 3; the losses are
+  means over logits, so one logit per pack leaves eqs. 3 and 8 as they are). With minibatch_std
+  each logit also depends on the batch's variety (MinibatchStddev): D(real) and D(fake) are
+  separate calls on whole batches, so the statistic never mixes real and generated images. With
+  pack = m > 1, D scores m images at once (Pack); N must be a multiple of m."""
   c1, c2 = _units(64, width), _units(128, width)
   k = _init(init)
   return keras.Sequential([
       keras.Input(IMAGE_SHAPE),
+      *([Pack(pack)] if pack > 1 else []),
       layers.Conv2D(c1, 5, strides=2, padding="same", kernel_initializer=k),
       layers.LeakyReLU(0.2),
       layers.Conv2D(c2, 5, strides=2, padding="same", kernel_initializer=k),

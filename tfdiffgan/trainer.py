@@ -140,7 +140,8 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
         emas.append(make_generator(config, k))
       discs.append(models.make_discriminator(discriminator_width(config),
                                              name=f"discriminator_{k}",
-                                             minibatch_std=config.model.minibatch_std))
+                                             minibatch_std=config.model.minibatch_std,
+                                             pack=config.model.pack))
       d_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
                                          config.train.beta1, config.train.clip_norm))
       g_opts.append(optim.make_optimizer(config.train.optimizer, config.train.learning_rate,
@@ -323,8 +324,8 @@ class Trainer:
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       raise config_lib.ConfigError(
           f"train.init_from={source!r} does not fit this run ({str(e).splitlines()[0][:200]}); "
-          "it needs the same num_agents, model.width, model.d_width, model.minibatch_std and "
-          "model.latent_dim.") from e
+          "it needs the same num_agents, model.width, model.d_width, model.minibatch_std, "
+          "model.pack and model.latent_dim.") from e
     log("warm start: weights of %d agents from %s", self.K, path)
 
   # --------------------------------------------------------------------------------- outputs

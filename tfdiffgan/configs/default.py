@@ -47,6 +47,9 @@ def get_config():
   # Give D one more feature: how varied its batch is (models.MinibatchStddev, ProGAN's minibatch
   # standard deviation). False = the DCGAN discriminator of the paper.
   config.model.minibatch_std = False
+  # D scores this many images at once, stacked as channels (models.Pack, PacGAN): it sees
+  # whether a group of samples is as varied as a group of real ones. 1 = the DCGAN D of the paper.
+  config.model.pack = 1
   config.model.latent_dim = 100
 
   config.train = ml_collections.ConfigDict()
