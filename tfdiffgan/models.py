@@ -67,7 +67,8 @@ class Pack(layers.Layer):
   of m channels (PacGAN, Lin et al., NeurIPS 2018). A discriminator that judges m samples jointly
   penalizes a generator whose samples lack variety (a missing or rare class), which one image at
   a time it cannot; it also halves D's work per batch at m = 2. Real and generated images are
-  separate calls, so a pack never mixes them; batches are shuffled, so packs are random groups."""
+  separate calls, so a pack never mixes them; batches are shuffled, so packs are random groups.
+  (In the main job pairs made D too strong: FID about twice as high, docs/RESULTS.md, round four.)"""
 
   def __init__(self, m, **kwargs):
     super().__init__(**kwargs)

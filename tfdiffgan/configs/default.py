@@ -49,6 +49,7 @@ def get_config():
   config.model.minibatch_std = False
   # D scores this many images at once, stacked as channels (models.Pack, PacGAN): it sees
   # whether a group of samples is as varied as a group of real ones. 1 = the DCGAN D of the paper.
+  # At 2 the main job's D won too easily and its FID doubled (docs/RESULTS.md, round four).
   config.model.pack = 1
   config.model.latent_dim = 100
 
