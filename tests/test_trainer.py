@@ -117,9 +117,16 @@ def test_warm_start_loads_weights_not_state(tmp_path, idx_dir):
                                             "model.width": 0.25}), str(tmp_path / "y"))
 
 
-def test_modes_build_the_right_network(tmp_path, idx_dir):
+def test_modes_build_the_right_network(tmp_path, idx_dir, capsys):
   t = trainer.Trainer(tiny_config(idx_dir, **{"train.mode": "centralized"}), str(tmp_path / "c"))
   assert t.K == 1 and t.batch_size == 16 and len(t.shards[0]) == 200
+  capsys.readouterr()
+  t.describe()
+  t._log_progress(1, 2, np.array([1.0]), np.array([0.5]), 0.0, 0.0, 1.0, 0.0)
+  out = capsys.readouterr().out  # one pooled GAN: no per-agent shards, graph or disagreement
+  assert "one GAN on the union of 2 shards (200 images, batch 16)" in out
+  assert "agent 0:" not in out and "lambda_2" not in out and "disagreement" not in out
+  assert "iter 1/2 | D 1.000 G 0.500 | 1.00 it/s" in out
   t = trainer.Trainer(tiny_config(idx_dir, **{"train.mode": "noncooperative"}), str(tmp_path / "n"))
   assert t.K == 2 and not t.step.cooperative and t.lambda2 == pytest.approx(1.0)
 
