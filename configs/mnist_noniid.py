@@ -2,7 +2,7 @@
 
 Algorithm 1 with SGD adapt steps, tuned to draw all ten digits within about 10 minutes of
 training on 2 CPU cores (8.7-9.0 on the machine it was tuned on, 11.7-12.7 on one with 30% slower
-cores, 24 on one without AVX-512; docs/RESULTS.md, "Tuning the main job"): one discriminator round per generator round
+cores, 19.6-24 on one without AVX-512; docs/RESULTS.md, "Tuning the main job"): one discriminator round per generator round
 (n_d = 1) buys 2,700 iterations of a DCGAN at width 0.375 with a discriminator at width 0.5 (the
 wider networks drew better digits: on seed 1 every class reached 6% by both classifiers, where
 width 0.25 left two under 5%); the step size falls linearly from mu = 0.05 to 1% of it, so the
