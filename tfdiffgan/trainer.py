@@ -336,19 +336,16 @@ class Trainer:
       log("worker %d of %d: agents %s", self.worker, self.num_workers, self.agent_ids)
     if not self.chief:
       return
+    model = (f"width={c.model.width} (D {discriminator_width(c)}) optimizer={c.train.optimizer} "
+             f"mu={c.train.learning_rate} n_d={c.train.n_d} n_g={c.train.n_g}")
     if c.train.mode == "centralized":  # one GAN: no graph, no combine, the shards pooled
-      log("mode=centralized: one GAN on the union of %d shards (%d images, batch %d) data=%s "
-          "width=%s (D %s) optimizer=%s mu=%s n_d=%d n_g=%d", c.num_agents,
-          int(sum(counts.sum() for counts in self.shard_labels)), self.batch_size, c.data.name,
-          c.model.width, discriminator_width(c), c.train.optimizer, c.train.learning_rate,
-          c.train.n_d, c.train.n_g)
+      log("mode=centralized: one GAN on the union of %d shards (%d images, batch %d) data=%s %s",
+          c.num_agents, len(self.shards[0]), self.batch_size, c.data.name, model)
       return
-    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s width=%s (D %s) optimizer=%s mu=%s "
-        "n_d=%d n_g=%d strategy=%s (%d worker(s), %s exchange)", c.train.mode, self.K,
-        c.topology.graph, c.topology.rule, self.lambda2, c.data.name, c.data.partition,
-        c.model.width, discriminator_width(c), c.train.optimizer,
-        c.train.learning_rate, c.train.n_d, c.train.n_g,
-        c.train.strategy, self.strategy.num_replicas_in_sync, self.step.exchange.name)
+    log("mode=%s K=%d graph=%s rule=%s lambda_2=%.4f data=%s/%s %s strategy=%s (%d worker(s), "
+        "%s exchange)", c.train.mode, self.K, c.topology.graph, c.topology.rule, self.lambda2,
+        c.data.name, c.data.partition, model, c.train.strategy,
+        self.strategy.num_replicas_in_sync, self.step.exchange.name)
     for k, counts in enumerate(self.shard_labels):
       log("agent %d: %d images, classes %s", k, int(counts.sum()),
           [int(c) for c in np.flatnonzero(counts)])
@@ -534,14 +531,11 @@ class Trainer:
                           "g_loss": g_loss.tolist(), "disagreement_discriminator": dis_d,
                           "disagreement_generator": dis_g, "iterations_per_second": speed})
               + "\n")
-    eta = _fmt_time((total - done) / max(speed, 1e-9))
-    if self.K == 1:  # one GAN: no agents to average over, nothing to disagree with
-      log("iter %d/%d | D %.3f G %.3f | %.2f it/s | ETA %s", done, total, d_loss.mean(),
-          g_loss.mean(), speed, eta)
-      return
-    log("iter %d/%d | D %.3f G %.3f (mean over agents) | disagreement D %.2e G %.2e "
-        "| %.2f it/s | ETA %s", done, total, d_loss.mean(), g_loss.mean(), dis_d,
-        dis_g, speed, eta)
+    # one GAN (K = 1) has no agents to average over and nothing to disagree with
+    network = ("" if self.K == 1 else
+               f" (mean over agents) | disagreement D {dis_d:.2e} G {dis_g:.2e}")
+    log("iter %d/%d | D %.3f G %.3f%s | %.2f it/s | ETA %s", done, total, d_loss.mean(),
+        g_loss.mean(), network, speed, _fmt_time((total - done) / max(speed, 1e-9)))
 
   def run(self):
     """Trains to config.train.iterations. The first SIGINT/SIGTERM stops it cleanly at the end
