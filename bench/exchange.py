@@ -46,7 +46,8 @@ def worker(K, graph, exchange, width, iters, n_d, batch, out):
   strategy = diffusion.make_strategy("multiworker" if multi else "default", timeout_seconds=300)
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfdiffgan import placement, topology, trainer  # pylint: disable=g-import-not-at-top
+  from tfdiffgan import placement, topology  # pylint: disable=g-import-not-at-top
+  from tfdiffgan.run import build  # pylint: disable=g-import-not-at-top
   from tfdiffgan.configs.default import get_config  # pylint: disable=g-import-not-at-top
 
   config = get_config()
@@ -56,7 +57,7 @@ def worker(K, graph, exchange, width, iters, n_d, batch, out):
   N, w = placement.cluster_from_env() if multi else (1, 0)
   agents = placement.Placement(K, N).agents_of(w)
   A = topology.combination_matrix(config.topology, K)
-  step = trainer.make_agents(config, K, A, strategy, agents, w if multi else None)
+  step = build.make_agents(config, K, A, strategy, agents, w if multi else None)
   rng = np.random.default_rng(w)
   real = tuple(tf.constant(rng.uniform(-1, 1, (n_d, batch, 28, 28, 1)).astype(np.float32))
                for _ in agents)

@@ -16,7 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import ROOT, tiny_config
-from tfdiffgan import launch, trainer
+from tfdiffgan import launch
+from tfdiffgan import run as run_lib
 
 # A 4-cycle whose weights differ by direction: doubly stochastic, not symmetric, so A and A^T
 # give different networks (a_{k-1,k} = 0.3, a_{k+1,k} = 0.2, a_kk = 0.5).
@@ -105,7 +106,7 @@ def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
                               "train.sample_every": 1000, "train.ema_decay": 0.5,
                               "train.lr_decay": 0.5})
   reference_dir = str(tmp_path / "default")
-  trainer.Trainer(c, reference_dir).run()
+  run_lib.Run(c, reference_dir).train()
   reference = _agent_weights(reference_dir)
   assert len(reference) > 40 and any(k.startswith("ema_generators/") for k in reference)
   runs = {"mirrored2": (1, ["--config.train.strategy=mirrored", "--config.train.replicas=2"]),

@@ -14,7 +14,8 @@ import tensorflow as tf
 from conftest import ROOT, tiny_config
 from tfdiffgan import models
 from tfdiffgan import topology
-from tfdiffgan import trainer
+from tfdiffgan import run as run_lib
+from tfdiffgan.run import sync as sync_lib
 from tfdiffgan import workdir as workdir_lib
 from tfdiffgan.config import ConfigError
 from tfdiffgan.data import DataError
@@ -73,13 +74,13 @@ def _weights(t):
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
   cfg = lambda n: tiny_config(idx_dir, **{"train.iterations": n, "train.ema_decay": ema_decay})
-  straight = trainer.Trainer(cfg(4), str(tmp_path / "a"))
-  straight.run()
-  first = trainer.Trainer(cfg(2), str(tmp_path / "b"))
-  first.run()
-  resumed = trainer.Trainer(cfg(4), str(tmp_path / "b"))
-  assert int(resumed.iteration.numpy()) == 2
-  resumed.run()
+  straight = run_lib.Run(cfg(4), str(tmp_path / "a"))
+  straight.train()
+  first = run_lib.Run(cfg(2), str(tmp_path / "b"))
+  first.train()
+  resumed = run_lib.Run(cfg(4), str(tmp_path / "b"))
+  assert int(resumed.checkpoints.iteration.numpy()) == 2
+  resumed.train()
   assert len(_weights(resumed)) == len(_weights(straight)) > (60 if ema_decay else 30)
   for a, b in zip(_weights(straight), _weights(resumed)):
     np.testing.assert_allclose(a, b, atol=1e-5)
@@ -91,44 +92,46 @@ def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
 
 def test_resume_with_incompatible_config_is_refused(tmp_path, idx_dir):
   workdir = str(tmp_path / "run")
-  trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 1}), workdir).run()
+  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 1}), workdir).train()
   with pytest.raises(ConfigError, match="model.width: saved 0.125, now 0.25"):
-    trainer.Trainer(tiny_config(idx_dir, **{"model.width": 0.25}), workdir)
+    run_lib.Run(tiny_config(idx_dir, **{"model.width": 0.25}), workdir)
 
 
 def test_warm_start_loads_weights_not_state(tmp_path, idx_dir):
   """train.init_from: a fresh run starts from another run's weights (Theorem 1 sweeps), with its
   own iteration count; a wrong path or a different width is refused with the fix named."""
-  source = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), str(tmp_path / "src"))
-  source.run()
-  warm = trainer.Trainer(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
+  source = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), str(tmp_path / "src"))
+  source.train()
+  warm = run_lib.Run(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
                                                  "topology.graph": "complete"}),
                          str(tmp_path / "warm"))
-  assert int(warm.iteration.numpy()) == 0
+  assert int(warm.checkpoints.iteration.numpy()) == 0
   for a, b in zip(_weights(source), _weights(warm)):
     np.testing.assert_array_equal(a, b)
-  cold = trainer.Trainer(tiny_config(idx_dir), str(tmp_path / "cold"))
+  cold = run_lib.Run(tiny_config(idx_dir), str(tmp_path / "cold"))
   assert not np.allclose(_weights(cold)[0], _weights(source)[0])
   with pytest.raises(ConfigError, match="neither a workdir nor a checkpoint prefix"):
-    trainer.Trainer(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "nope")}),
+    run_lib.Run(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "nope")}),
                     str(tmp_path / "x"))
   with pytest.raises(ConfigError, match="same num_agents, model.width"):
-    trainer.Trainer(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
+    run_lib.Run(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
                                             "model.width": 0.25}), str(tmp_path / "y"))
 
 
 def test_modes_build_the_right_network(tmp_path, idx_dir, capsys):
-  t = trainer.Trainer(tiny_config(idx_dir, **{"train.mode": "centralized"}), str(tmp_path / "c"))
-  assert t.K == 1 and t.batch_size == 16 and len(t.shards[0]) == 200
+  t = run_lib.Run(tiny_config(idx_dir, **{"train.mode": "centralized"}), str(tmp_path / "c"))
+  assert t.network.K == 1 and t.network.batch_size == 16 and len(t.network.shards[0]) == 200
   capsys.readouterr()
-  t.describe()
-  t._log_progress(1, 2, np.array([1.0]), np.array([0.5]), 0.0, 0.0, 1.0, 0.0)
+  t.records.describe()
+  present = (np.array([True]), np.array([True]))
+  t.records.progress(1, 2, (np.array([1.0]), np.array([0.5])), present,
+                     sync_lib.Status(False, [], 0.0, 0.0), 1.0, 0.0)
   out = capsys.readouterr().out  # one pooled GAN: no per-agent shards, graph or disagreement
   assert "one GAN on the union of 2 shards (200 images, batch 16)" in out
   assert "agent 0:" not in out and "lambda_2" not in out and "disagreement" not in out
   assert "iter 1/2 | D 1.000 G 0.500 | 1.00 it/s" in out
-  t = trainer.Trainer(tiny_config(idx_dir, **{"train.mode": "noncooperative"}), str(tmp_path / "n"))
-  assert t.K == 2 and not t.step.cooperative and t.lambda2 == pytest.approx(1.0)
+  t = run_lib.Run(tiny_config(idx_dir, **{"train.mode": "noncooperative"}), str(tmp_path / "n"))
+  assert t.network.K == 2 and not t.step.cooperative and t.network.lambda2 == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("overrides,error,match", [
@@ -162,7 +165,7 @@ def test_modes_build_the_right_network(tmp_path, idx_dir, capsys):
 ])
 def test_bad_input_is_named(tmp_path, idx_dir, overrides, error, match):
   with pytest.raises(error, match=match):
-    trainer.Trainer(tiny_config(idx_dir, **overrides), str(tmp_path / "run"))
+    run_lib.Run(tiny_config(idx_dir, **overrides), str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "config.json")  # the fixed config can use it
 
 
@@ -173,7 +176,7 @@ def test_discriminator_follows_d_width_minibatch_std_and_pack(tmp_path, idx_dir,
   """model.d_width widens every agent's D alone (0: model.width); G keeps model.width;
   model.minibatch_std adds the batch-variety feature to every D; model.pack makes every D score
   that many images at once."""
-  t = trainer.Trainer(tiny_config(idx_dir, **{"model.d_width": d_width, "model.pack": pack,
+  t = run_lib.Run(tiny_config(idx_dir, **{"model.d_width": d_width, "model.pack": pack,
                                               "model.minibatch_std": std}), str(tmp_path / "run"))
   for d, g in zip(t.step.discriminators, t.step.generators):
     assert [l.filters for l in d.layers if hasattr(l, "filters")] == filters
@@ -188,22 +191,22 @@ def test_disconnected_graph_is_refused(tmp_path, idx_dir):
   c = tiny_config(idx_dir, **{"num_agents": 4, "data.partition": "iid", "topology.graph": "file",
                               "topology.edge_list": str(edges)})
   with pytest.raises(TopologyError, match="not connected"):
-    trainer.Trainer(c, str(tmp_path / "run"))
+    run_lib.Run(c, str(tmp_path / "run"))
 
 
 def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
   workdir = str(tmp_path / "run")
-  trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), workdir).run()
-  t = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
+  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), workdir).train()
+  t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   t.step.discriminators[0].weights[0].assign(  # poison one agent's weights
       tf.fill(t.step.discriminators[0].weights[0].shape, float("nan")))
-  with pytest.raises(trainer.TrainingError,
+  with pytest.raises(run_lib.TrainingError,
                      match=r"non-finite loss at iteration 3.*ckpt-2, weights finite\) is intact"
                      r".*Lower --config.train.learning_rate \(now 0.05, e.g. 0.005\)") as e:
-    t.run()
+    t.train()
   assert "clip_norm=5" not in str(e.value)  # it is 5 already: the advice fits the config
   assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("ckpt-2")
-  again = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
+  again = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
   assert np.isfinite(again.step.discriminators[0].weights[0].numpy()).all()
 
 
@@ -213,7 +216,7 @@ def test_periodic_and_final_evaluation_are_recorded(tmp_path):
   workdir = str(tmp_path / "run")
   c = tiny_config("", **{"eval.eval_every": 2, "eval.periodic_samples": 200,
                          "eval.final_samples": 300, "train.ema_decay": 0.5})
-  record = trainer.Trainer(c, workdir).run()
+  record = run_lib.Run(c, workdir).train()
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [l["iteration"] for l in lines] == [2, 3]
   assert len(lines[0]["agents"]) == 2 and lines[1]["num_samples"] == 300
@@ -260,15 +263,15 @@ def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
 def test_mirrored_needs_replicas_dividing_agents(tmp_path, idx_dir):
   c = tiny_config(idx_dir, **{"train.strategy": "mirrored", "train.replicas": 3})
   with pytest.raises(ConfigError, match="divisor of num_agents=2"):
-    trainer.Trainer(c, str(tmp_path / "run"))
+    run_lib.Run(c, str(tmp_path / "run"))
 
 
 def test_fusion_mode_averages_generators_and_counts_communication(tmp_path, idx_dir):
   # n_d = 2, n_g = 1: a period of 3 rounds makes every G round a network average
   c = tiny_config(idx_dir, **{"train.mode": "fusion", "topology.fusion_period": 3,
                               "train.iterations": 2})
-  t = trainer.Trainer(c, str(tmp_path / "run"))
-  record = t.run()
+  t = run_lib.Run(c, str(tmp_path / "run"))
+  record = t.train()
   g0, g1 = t.step.generators
   for a, b in zip(g0.weights, g1.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
@@ -280,7 +283,7 @@ def test_fusion_mode_averages_generators_and_counts_communication(tmp_path, idx_
 
 def test_gossip_mode_runs(tmp_path, idx_dir):
   c = tiny_config(idx_dir, **{"train.mode": "gossip", "train.iterations": 2})
-  record = trainer.Trainer(c, str(tmp_path / "run")).run()
+  record = run_lib.Run(c, str(tmp_path / "run")).train()
   assert record["parameters_sent_per_iteration"] > 0 and np.isfinite(record["final_d_loss"]).all()
 
 
@@ -297,15 +300,15 @@ def test_no_checkpoint_of_non_finite_weights(tmp_path, idx_dir):
   BatchNorm moving mean, which training-mode losses never read); the checkpoint due then is
   refused, the last finite one is named and kept, and a resume starts from finite weights."""
   workdir = str(tmp_path / "run")
-  trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
-  t = trainer.Trainer(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
+  run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
+  t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   moving_mean = [v for v in t.step.generators[0].non_trainable_variables
                  if "moving_mean" in v.path][0]
   moving_mean.assign(tf.fill(moving_mean.shape, float("nan")))
-  with pytest.raises(trainer.TrainingError, match=r"non-finite weights at iteration 4 for "
+  with pytest.raises(run_lib.TrainingError, match=r"non-finite weights at iteration 4 for "
                      r"agent\(s\) \[0(, 1)?\]\. Nothing more was saved; the last checkpoint "
                      r"\(ckpt-2, weights finite\) is intact\."):
-    t.run()
+    t.train()
   ckpts = tf.train.get_checkpoint_state(os.path.join(workdir, "checkpoints"))
   assert ckpts.model_checkpoint_path.endswith("ckpt-2")
   for prefix in ckpts.all_model_checkpoint_paths:
@@ -317,14 +320,14 @@ def test_divergence_advice_fits_the_config(tmp_path, idx_dir):
   """mu = 1e6 diverges at once: clip_norm is already 5, so the advice is a lower step size."""
   c = tiny_config(idx_dir, **{"train.learning_rate": 1e6, "train.checkpoint_every": 1,
                               "train.iterations": 20})
-  with pytest.raises(trainer.TrainingError, match=r"No checkpoint had been written yet\. Lower "
+  with pytest.raises(run_lib.TrainingError, match=r"No checkpoint had been written yet\. Lower "
                      r"--config.train.learning_rate \(now 1e\+06, e.g. 100000\)") as e:
-    trainer.train_and_evaluate(c, str(tmp_path / "run"))
+    run_lib.train_and_evaluate(c, str(tmp_path / "run"))
   assert "clip_norm=5" not in str(e.value)
   c.train.clip_norm = 0.0
-  with pytest.raises(trainer.TrainingError, match=r"Clip the gradients "
+  with pytest.raises(run_lib.TrainingError, match=r"Clip the gradients "
                      r"\(--config.train.clip_norm=5\), or lower"):
-    trainer.train_and_evaluate(c, str(tmp_path / "run0"))
+    run_lib.train_and_evaluate(c, str(tmp_path / "run0"))
 
 
 def test_failed_start_leaves_the_workdir_to_the_corrected_run(tmp_path, idx_dir):
@@ -334,7 +337,7 @@ def test_failed_start_leaves_the_workdir_to_the_corrected_run(tmp_path, idx_dir)
   workdir.mkdir()
   (workdir / "config.json").write_text(tiny_config(idx_dir, **{"data.batch_size": 100000}).to_json())
   (workdir / "log.jsonl").write_text(json.dumps({"iteration": 1}) + "\n")
-  record = trainer.train_and_evaluate(tiny_config(idx_dir), str(workdir))
+  record = run_lib.train_and_evaluate(tiny_config(idx_dir), str(workdir))
   assert record["iterations"] == 3
   assert [json.loads(l)["iteration"] for l in open(workdir / "log.jsonl")] == [1, 2, 3]
 
@@ -353,10 +356,10 @@ def test_resume_after_a_kill_keeps_records_whole_and_a_finished_rerun_changes_no
   """Issue 11, case 4: killed after iteration 3 with its checkpoint at 2, the resumed run writes
   iteration 3 once, adds its time to the first session's, and counts messages over the whole run;
   rerunning the finished run leaves every file as it was."""
-  straight = trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}),
+  straight = run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}),
                                         str(tmp_path / "a"))
   workdir = str(tmp_path / "b")
-  first = trainer.train_and_evaluate(tiny_config(idx_dir), workdir)   # 3 iterations, ckpt-2, ckpt-3
+  first = run_lib.train_and_evaluate(tiny_config(idx_dir), workdir)   # 3 iterations, ckpt-2, ckpt-3
   ckpt_dir = os.path.join(workdir, "checkpoints")
   for name in os.listdir(ckpt_dir):                                  # as if killed before ckpt-3
     if name.startswith("ckpt-3"):
@@ -364,14 +367,14 @@ def test_resume_after_a_kill_keeps_records_whole_and_a_finished_rerun_changes_no
   with open(os.path.join(ckpt_dir, "checkpoint"), "w") as f:
     f.write('model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n')
   os.remove(os.path.join(workdir, "run.json"))
-  record = trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}), workdir)
+  record = run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}), workdir)
   rows = [json.loads(l)["iteration"] for l in open(os.path.join(workdir, "log.jsonl"))]
   assert rows == [1, 2, 3, 4, 5]
   assert record["train_seconds"] > workdir_lib.session_seconds(ckpt_dir, 2) > 0
   assert record["parameters_sent_per_iteration"] == straight["parameters_sent_per_iteration"] > 0
   assert first["parameters_sent_per_iteration"] == straight["parameters_sent_per_iteration"]
   before = _files(workdir)
-  again = trainer.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}), workdir)
+  again = run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}), workdir)
   assert again == record and _files(workdir) == before
 
 
@@ -380,28 +383,28 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, idx_dir, monkeyp
   half-written ckpt-4_temp/ is removed and a rerun resumes from ckpt-2."""
   workdir = str(tmp_path / "run")
   c = tiny_config(idx_dir, **{"train.iterations": 4})
-  t = trainer.Trainer(c, workdir)
-  real_save = t.manager.save
+  t = run_lib.Run(c, workdir)
+  real_save = t.checkpoints.manager.save
 
   def full_disk(checkpoint_number=None):
     if checkpoint_number == 4:
-      os.makedirs(os.path.join(t.manager.directory, "ckpt-4_temp"))
-      open(os.path.join(t.manager.directory, "ckpt-4_temp", "part-00000-of-00001"), "w").close()
+      os.makedirs(os.path.join(t.checkpoints.manager.directory, "ckpt-4_temp"))
+      open(os.path.join(t.checkpoints.manager.directory, "ckpt-4_temp", "part-00000-of-00001"), "w").close()
       raise tf.errors.ResourceExhaustedError(
-          None, None, f"{t.manager.directory}/ckpt-4_temp/part-00000-of-00001; No space left on "
+          None, None, f"{t.checkpoints.manager.directory}/ckpt-4_temp/part-00000-of-00001; No space left on "
           "device")
     return real_save(checkpoint_number=checkpoint_number)
 
-  monkeypatch.setattr(t.manager, "save", full_disk)
+  monkeypatch.setattr(t.checkpoints.manager, "save", full_disk)
   with pytest.raises(workdir_lib.WorkdirError, match=r"cannot write checkpoint ckpt-4 in .*"
                      r"checkpoints: .*No space left on device\. The last checkpoint \(ckpt-2\) is "
                      r"intact; free disk space"):
-    t.run()
-  assert not os.path.exists(os.path.join(t.manager.directory, "ckpt-4_temp"))
-  assert tf.train.latest_checkpoint(t.manager.directory).endswith("ckpt-2")
-  again = trainer.Trainer(c, workdir)
-  assert int(again.iteration.numpy()) == 2
-  assert again.run()["iterations"] == 4
+    t.train()
+  assert not os.path.exists(os.path.join(t.checkpoints.manager.directory, "ckpt-4_temp"))
+  assert tf.train.latest_checkpoint(t.checkpoints.manager.directory).endswith("ckpt-2")
+  again = run_lib.Run(c, workdir)
+  assert int(again.checkpoints.iteration.numpy()) == 2
+  assert again.train()["iterations"] == 4
 
 
 def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, idx_dir):
@@ -409,7 +412,7 @@ def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, idx_dir):
   no config.json rewrite, no new event file."""
   from tfdiffgan import evaluate  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "run")
-  trainer.train_and_evaluate(tiny_config(idx_dir), workdir)
+  run_lib.train_and_evaluate(tiny_config(idx_dir), workdir)
   import shutil  # pylint: disable=g-import-not-at-top
   shutil.rmtree(os.path.join(workdir, "export"))
   before = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in _files(workdir)}
@@ -424,15 +427,15 @@ def test_link_failures_and_dropouts_train_and_count_surviving_links(tmp_path, id
   base = dict(**{"num_agents": 4, "data.partition": "iid", "topology.graph": "ring",
                  "train.iterations": 2})
   for mode in ("diffusion", "gossip"):
-    clean = trainer.Trainer(tiny_config(idx_dir, **base, **{"train.mode": mode}),
+    clean = run_lib.Run(tiny_config(idx_dir, **base, **{"train.mode": mode}),
                             str(tmp_path / f"{mode}0"))
     assert not isinstance(clean.schedule, topology.FaultySchedule)
-    faulty = trainer.Trainer(tiny_config(idx_dir, **base, **{
+    faulty = run_lib.Run(tiny_config(idx_dir, **base, **{
         "train.mode": mode, "topology.link_failure": 0.5, "topology.agent_dropout": 0.3}),
         str(tmp_path / f"{mode}1"))
-    record = faulty.run()
+    record = faulty.train()
     assert np.isfinite(record["final_d_loss"]).all() and np.isfinite(record["final_g_loss"]).all()
-    assert 0 < faulty.lambda2 < 1
+    assert 0 < faulty.network.lambda2 < 1
     sent_clean = sum(clean.schedule.messages(i) @ clean.params_per_round for i in range(2)) / 2
     assert 0 < record["parameters_sent_per_iteration"] < sent_clean
 
@@ -485,7 +488,7 @@ def test_a_stopped_run_resumes_bit_identical(tmp_path, uninterrupted, how):
       c = tiny_config(idx)
       with pytest.raises(workdir_lib.WorkdirError, match=rf"in use by a running training "
                          rf"\(pid {proc.pid} "):
-        trainer.train_and_evaluate(c, workdir)
+        run_lib.train_and_evaluate(c, workdir)
     os.kill(proc.pid, getattr(signal, how))
     out, err = proc.communicate(timeout=300)
   finally:
@@ -512,10 +515,10 @@ def test_a_stopped_run_resumes_bit_identical(tmp_path, uninterrupted, how):
 
 def test_checkpoint_with_agents_by_position_is_refused(tmp_path, idx_dir):
   """A checkpoint of the older layout (agents in lists, not by id) names the problem."""
-  from tfdiffgan.trainer import TrainingError  # pylint: disable=g-import-not-at-top
+  from tfdiffgan.errors import TrainingError  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
   old = tf.train.Checkpoint(iteration=tf.Variable(2, dtype=tf.int64),
                             generators=[tf.Variable(1.0), tf.Variable(2.0)])
   tf.train.CheckpointManager(old, str(workdir / "checkpoints"), max_to_keep=1).save(2)
   with pytest.raises(TrainingError, match="does not hold this run's agents by id"):
-    trainer.Trainer(tiny_config(idx_dir), str(workdir))
+    run_lib.Run(tiny_config(idx_dir), str(workdir))

@@ -19,7 +19,7 @@ from tfdiffgan.data import DataError
 from tfdiffgan.export import ExportError
 from tfdiffgan.metrics import MetricsError
 from tfdiffgan.topology import TopologyError
-from tfdiffgan.trainer import TrainingError
+from tfdiffgan.errors import TrainingError
 from tfdiffgan.workdir import Interrupted
 from tfdiffgan.workdir import WorkdirError
 

@@ -21,8 +21,7 @@ ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "model.minibatch_std": False, "model.pack": 1}
 
 
-class ConfigError(ValueError):
-  """A config field (or a command-line flag) is invalid; the message names it and the fix."""
+from tfdiffgan.errors import ConfigError
 
 
 def _numbers(node, prefix=""):

@@ -24,7 +24,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from tfdiffgan.config import ConfigError
+from tfdiffgan.errors import ConfigError
+from tfdiffgan.errors import DataError
 
 DATASETS = ("mnist", "fashion_mnist")
 NUM_CLASSES = 10
@@ -44,8 +45,6 @@ IDX_FILES = {
 }
 
 
-class DataError(RuntimeError):
-  """A data source is missing or corrupt; the message says how to fix it."""
 
 
 def cache_dir():

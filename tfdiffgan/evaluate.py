@@ -33,15 +33,8 @@ def workdir_generators(workdir):
       serve, latent = export_lib.load_generator(os.path.join(export_dir, name))
       out.append((name, serve, latent))
     return config, out
-  from tfdiffgan import trainer  # pylint: disable=g-import-not-at-top
-  if config.train.strategy == "multiworker":  # each worker checkpointed its own agents
-    gens = trainer.load_worker_generators(config, workdir)
-    return config, [(f"agent_{k}", lambda z, g=g: g(z, training=False), config.model.latent_dim)
-                    for k, g in enumerate(gens)]
-  t = trainer.Trainer(config, workdir, read_only=True)
-  if not t.manager.latest_checkpoint:
-    raise ExportError(f"{workdir} has neither exports nor checkpoints; train it first.")
-  gens = t.network_generators()  # the averaged generators when train.ema_decay is on
+  from tfdiffgan.run import checkpoints  # pylint: disable=g-import-not-at-top
+  _, gens = checkpoints.load_generators(config, workdir)  # averaged when train.ema_decay is on
   return config, [(f"agent_{k}", lambda z, g=g: g(z, training=False), config.model.latent_dim)
                   for k, g in enumerate(gens)]
 

@@ -6,10 +6,9 @@ import shutil
 import numpy as np
 import tensorflow as tf
 import keras
+from tfdiffgan.errors import ExportError
 
 
-class ExportError(RuntimeError):
-  """An exported generator is missing, corrupt or has the wrong signature."""
 
 
 def export_generator(generator, path, latent_dim):

@@ -16,12 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+from tfdiffgan.errors import LaunchError
 
 GRACE_SECONDS = 10
 
 
-class LaunchError(RuntimeError):
-  """The launch itself is wrong (no command, bad --workers); the message says how to fix it."""
 
 
 def free_ports(count, host="127.0.0.1"):

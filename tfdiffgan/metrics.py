@@ -21,6 +21,7 @@ import tensorflow as tf
 import keras
 
 from tfdiffgan import data as data_lib
+from tfdiffgan.errors import MetricsError
 
 # Per dataset: the recipe is part of every FID, so changing it bumps that dataset's version.
 # Fashion v2 uses 5x5 same-padded convolutions: the 3x3 v1 recipe stalled at 89.6-89.8%.
@@ -38,8 +39,6 @@ CHECK_VERSION = 1
 CLASSIFIER_SEED = {"main": 0, "check": 1}
 
 
-class MetricsError(RuntimeError):
-  """The feature classifier cannot be trained or loaded; the message says what to do."""
 
 
 # --------------------------------------------------------------------- feature classifier

@@ -9,11 +9,10 @@ and the exchange needs to know where an agent lives.
 import json
 import os
 
-from tfdiffgan.config import ConfigError
+from tfdiffgan.errors import ConfigError
+from tfdiffgan.errors import PlacementError
 
 
-class PlacementError(ConfigError):
-  """The agents cannot be spread over the workers; the message says how to fix it."""
 
 
 class Placement:

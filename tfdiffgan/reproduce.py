@@ -1,6 +1,6 @@
 """The paper's experiments as a resumable grid of ordinary training runs, then figures and JSON.
 
-Downstream of everything else: each cell is a ``trainer.Trainer`` run in its own workdir under
+Downstream of everything else: each cell is a ``run.Run`` in its own workdir under
 RESULTS_DIR/runs/; a cell whose run.json already reaches its iterations is skipped, so the grid
 can be run piecewise and rerun after a crash. Figures are matplotlib PNGs in RESULTS_DIR.
 """
@@ -154,7 +154,7 @@ def _read_jsonl(path):
 def run_grid(grid, results_dir, quick=False, only=(), log=print):
   """Trains every incomplete cell (those whose names start with a prefix in ``only``, if given),
   then writes results.json and the figures from every complete cell."""
-  from tfdiffgan import trainer  # pylint: disable=g-import-not-at-top
+  from tfdiffgan import run as run_lib  # pylint: disable=g-import-not-at-top
   if quick:
     grid = _apply_quick(grid)
   todo = cells(grid, results_dir)
@@ -169,7 +169,7 @@ def run_grid(grid, results_dir, quick=False, only=(), log=print):
       continue
     log(f"[reproduce] {i + 1}/{len(todo)} {name}")
     t0 = time.time()
-    trainer.train_and_evaluate(config, workdir)
+    run_lib.train_and_evaluate(config, workdir)
     timings[name] = time.time() - t0
   results = collect(todo, results_dir)
   results["settings"] = json.loads(grid.to_json())

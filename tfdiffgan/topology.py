@@ -7,6 +7,7 @@ holds the weights agent k gives its neighbours l, so the combine step is w_k = s
 
 import networkx as nx
 import numpy as np
+from tfdiffgan.errors import TopologyError
 
 # The paper's Fig. 2 shows a connected 5-agent network without an edge list; this is our choice
 # in its spirit: a ring of five with one chord, so degrees differ and Metropolis weights matter.
@@ -16,8 +17,6 @@ GRAPHS = ("paper5", "ring", "grid", "complete", "star", "erdos_renyi", "small_wo
 RULES = ("metropolis", "uniform", "file")
 
 
-class TopologyError(ValueError):
-  """The graph or the combination matrix breaks Assumption 1; the message says how to fix it."""
 
 
 def make_graph(name, num_agents, seed=0, p=0.5, k=2, edge_list=""):

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import sys
+from tfdiffgan.errors import WorkdirError, Interrupted
 
 LOCK_NAME = ".lock"
 TIMES_NAME = "train_seconds.json"  # under checkpoints/: cumulative training time per checkpoint
@@ -22,12 +23,8 @@ DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
                errno.EISDIR, errno.EEXIST, errno.EFBIG)
 
 
-class WorkdirError(RuntimeError):
-  """The workdir cannot be used (a file, read-only, full, or held by another run)."""
 
 
-class Interrupted(RuntimeError):
-  """Training stopped on SIGINT/SIGTERM after saving a checkpoint; rerunning resumes it."""
 
 
 def prepare(workdir):

@@ -21,8 +21,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _train(argv):
   del argv
-  from tfdiffgan import cli, trainer  # pylint: disable=g-import-not-at-top  (TensorFlow: see run)
-  cli.run_or_explain(trainer.train_and_evaluate, FLAGS.config, FLAGS.workdir)
+  from tfdiffgan import cli, run  # pylint: disable=g-import-not-at-top  (TensorFlow: see run)
+  cli.run_or_explain(run.train_and_evaluate, FLAGS.config, FLAGS.workdir)
 
 
 def main():
