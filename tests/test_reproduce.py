@@ -1,69 +1,168 @@
-"""bin/reproduce --quick: the grid runs, writes a well-formed results.json and every figure, and
-a second invocation skips the completed cells."""
+"""The reproduce grid: its cells (fast), the analysis and report of synthetic records (fast), the
+run loop with a stand-in for training (fast), and bin/reproduce on two real cells (e2e)."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
+from tfdiffgan import config as config_lib
+from tfdiffgan import files
 from tfdiffgan import reproduce
+from tfdiffgan.configs import reproduce as grid_config
+from tfdiffgan.reproduce import analysis
+from tfdiffgan.reproduce import run as run_lib
 
+MODES = {"noncooperative", "centralized", "diffusion", "fusion", "gossip"}
+
+
+def _grid(quick):
+  g = grid_config.get_config()
+  return reproduce.apply_quick(g) if quick else g
+
+
+# --- grid: what to run -------------------------------------------------------------------------
 
 def test_classes_for_gives_agent_zero_the_zeros_and_ones():
   assert reproduce.classes_for(5) == [[0, 1], [2, 6], [3, 7], [4, 8], [5, 9]]
   assert reproduce.classes_for(2) == [[0, 1], list(range(2, 10))]
 
 
-def test_quick_grid(tmp_path):
-  out = str(tmp_path / "results")
-  cmd = [sys.executable, os.path.join(ROOT, "bin", "reproduce"), f"--results_dir={out}", "--quick",
-         f"--config={os.path.join(ROOT, 'configs', 'reproduce.py')}"]
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1200, env=env)
-  assert r.returncode == 0, r.stderr[-3000:]
-  results = json.load(open(os.path.join(out, "results.json")))
-  runs = results["runs"]
-  modes = {v["mode"] for v in runs.values() if v["group"] == "homogeneous"}
-  assert modes == {"noncooperative", "centralized", "diffusion", "fusion", "gossip"}
-  assert {v["seed"] for v in runs.values()} == {0, 1}
-  for key, v in results["summary"]["final"].items():
-    assert v["seeds"] == 2 and v["fid_mean"] > 0 and len(v["agent0_histogram"]) == 10
-  assert results["summary"]["final"]["mnist/iid/noncooperative"]["parameters_sent_per_iteration"] == 0
-  assert results["summary"]["final"]["mnist/iid/diffusion"]["parameters_sent_per_iteration"] > 0
-  assert set(results["summary"]["theorem1"]) == {"ring", "complete"}
-  assert set(results["summary"]["theorem1_warm"]) == {"ring", "complete"}
-  warm = [v for k, v in runs.items() if k.startswith("theorem1_warm/")]
-  assert len(warm) == 4 and all(v["disagreement_curve"] for v in warm)
-  for name in results["figures"]:
-    assert os.path.getsize(os.path.join(out, name)) > 1000
-  assert {"fig3_mnist.png", "fig45_mnist.png", "fig6_mnist.png", "theorem1.png",
-          "theorem1_warm.png", "communication.png"} <= set(results["figures"])
-  faults = results["summary"]["faults"]
-  assert set(faults) == {"p0.0/q0.2", "p0.5/q0.2"}
-  assert all(len(v[0]["fid_per_agent"]) == 2 for v in faults.values())
-  assert results["claims"]["faults"] is None  # the claim needs q = 0 runs
-  table = open(os.path.join(out, "results.md")).read()
-  assert "| 0.5 | 0.2 |" in table
-  assert "| mnist/iid/diffusion | 2 |" in table and "| ring |" in table
-  again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
-  # every cell is skipped: the runs in results.json and the warm-up they start from
-  assert again.returncode == 0 and again.stdout.count("complete, skipped") == len(runs) + 1
+def test_default_grid_runs_every_mode_on_both_datasets_and_baselines_on_mnist_only():
+  cells = reproduce.cells(_grid(quick=False), "R")
+  names = [c.name for c in cells]
+  assert len(names) == len(set(names)) == 57
+  homog = [c for c in cells if c.group == "homogeneous"]
+  assert {c.config.train.mode for c in homog if c.config.data.name == "mnist"} == MODES
+  assert {c.config.train.mode for c in homog if c.config.data.name == "fashion_mnist"} == (
+      MODES - {"fusion", "gossip"})
+  assert all(c.config.num_agents == 5 and c.config.topology.graph == "paper5" for c in homog)
+  noniid = [c for c in cells if c.group == "noniid"]
+  assert len(noniid) == 8 and all(c.config.data.partition == "classes" for c in noniid)
+  assert all(c.config.data.classes[0] == [0, 1] for c in noniid)
+  for c in homog + noniid:  # the seed in the name is the run's seed
+    assert c.name.endswith(f"/seed{c.config.seed}") and c.config.train.iterations == 300
+  assert sum(c.group == "theorem1" for c in cells) == sum(c.group == "theorem1_warm"
+                                                         for c in cells) == 12
+  faults = [c for c in cells if c.group == "faults"]
+  assert [(c.config.topology.link_failure, c.config.topology.agent_dropout) for c in faults] == [
+      (p, q) for q in (0.0, 0.2) for p in (0.0, 0.1, 0.3, 0.5)]
+  assert all(c.config.train.iterations == 700 and c.config.seed == 0 for c in faults)
 
 
+def test_grid_is_seed_major_with_theorem1_after_the_first_seed():
+  groups_seeds = [(c.group, c.config.seed) for c in reproduce.cells(_grid(quick=False), "R")]
+  first_seed1 = groups_seeds.index(("homogeneous", 1))
+  assert {s for g, s in groups_seeds[:first_seed1] if g in ("homogeneous", "noniid")} == {0}
+  assert all(g not in ("theorem1", "theorem1_warm", "warmup") for g, _ in
+             groups_seeds[first_seed1:])
+  assert groups_seeds[-1][0] == "faults"
+
+
+def test_quick_grid_is_tiny_and_keeps_every_mode_seed_and_sweep():
+  cells = reproduce.cells(_grid(quick=True), "R")
+  assert len(cells) == 25
+  main = [c for c in cells if c.group in ("homogeneous", "noniid")]
+  assert {c.config.train.mode for c in main if c.group == "homogeneous"} == MODES
+  assert {c.config.seed for c in main} == {0, 1}
+  assert {c.config.data.name for c in cells} == {"mnist"}
+  assert all(c.config.num_agents == 2 and c.config.model.width == 0.125
+             and c.config.train.iterations == 2 for c in main)
+  assert sorted(c.name for c in cells if c.group == "theorem1") == [
+      "theorem1/complete/mu0.025", "theorem1/complete/mu0.05", "theorem1/ring/mu0.025",
+      "theorem1/ring/mu0.05"]
+  assert [c.name for c in cells if c.group == "faults"] == ["faults/p0.0/q0.2/seed0",
+                                                           "faults/p0.5/q0.2/seed0"]
+
+
+def test_theorem1_cells_set_mu_skip_fid_and_warm_ones_start_from_the_warmup():
+  cells = reproduce.cells(_grid(quick=True), "R")
+  sweep = [c for c in cells if c.group in ("theorem1", "theorem1_warm", "warmup")]
+  assert all(c.config.num_agents == 3 and c.config.eval.eval_every == 0
+             and c.config.eval.final_samples == 0 for c in sweep)
+  for c in sweep:
+    if c.group != "warmup":
+      assert c.name.endswith(f"/mu{c.config.train.learning_rate}")
+  (warmup,) = [c for c in sweep if c.group == "warmup"]
+  assert warmup.config.topology.graph == "complete"
+  assert {c.config.train.init_from for c in sweep if c.group == "theorem1_warm"} == {
+      os.path.join("R", "runs", warmup.name)}
+  assert sweep.index(warmup) < min(i for i, c in enumerate(sweep) if c.group == "theorem1_warm")
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_cell_config_is_valid(quick):
+  for c in reproduce.cells(_grid(quick), "R"):
+    if not c.config.train.init_from:  # the warm-up's workdir does not exist yet
+      config_lib.validate(c.config)
+
+
+# --- analysis: summaries, fits and claims of synthetic records ----------------------------------
 def _run(group, mode, dataset="mnist", fid=10.0, hists=None, graph="paper5", mu=0.05, lam=0.5,
-         dis=None):
+         dis=None, seed=0):
   agents = [{"fid": fid, "kid": 0.0, "kid_se": 0.0, "coverage": 10, "class_histogram": h}
             for h in (hists or [[0.1] * 10])]
-  return {"group": group, "mode": mode, "dataset": dataset, "partition": "classes" if group == "noniid" else "iid", "seed": 0,
+  return {"group": group, "mode": mode, "dataset": dataset,
+          "partition": "classes" if group == "noniid" else "iid", "seed": seed,
           "graph": graph, "mu": mu, "lambda_2": lam, "train_seconds": 1.0,
           "parameters_sent_per_iteration": 0, "fid_curve": [],
           "disagreement_curve": [(i, d) for i, d in enumerate(dis or [])],
           "final": None if group == "theorem1" else {
               "network": {"fid_mean": fid, "kid_mean": 0.0, "coverage_mean": 10.0,
                           "coverage_min": 10}, "agents": agents}}
+
+
+def _sweep(power=2, graphs=(("ring", 0.6, 2.0), ("grid", 0.5, 1.0), ("complete", 0.0, 1e-12))):
+  """Theorem 1 runs whose disagreement is scale * mu^power after a transient ten times larger."""
+  runs = {}
+  for g, lam, scale in graphs:
+    for mu in (0.025, 0.05, 0.1):
+      steady = scale * mu ** power
+      runs[f"{g}{mu}"] = _run("theorem1", "diffusion", graph=g, mu=mu, lam=lam,
+                              dis=[10 * steady] * 4 + [steady] * 4)
+  return runs
+
+
+def test_theorem1_slope_of_a_mu_squared_disagreement_is_two():
+  fits = analysis.summarize(_sweep(power=2))["theorem1"]
+  assert fits["ring"]["slope"] == pytest.approx(2.0) and fits["grid"]["slope"] == pytest.approx(2.0)
+  # the steady value is the second half of the curve: the transient is left out
+  assert fits["ring"]["disagreement"] == pytest.approx([2.0 * m ** 2 for m in (0.025, 0.05, 0.1)])
+  assert fits["ring"]["lambda_factor"] == pytest.approx(0.6 ** 2 / 0.4 ** 2)
+  assert fits["complete"]["slope"] is None  # lambda_2 = 0: nothing to fit
+  claim = analysis.claims(_sweep(power=2), analysis.summarize(_sweep(power=2)))["theorem1"]
+  assert claim["holds"] and claim["monotone_in_lambda_2_at_each_mu"] == [True] * 3
+
+
+def test_theorem1_claim_fails_for_a_disagreement_linear_in_mu():
+  runs = _sweep(power=1)
+  summary = analysis.summarize(runs)
+  assert summary["theorem1"]["ring"]["slope"] == pytest.approx(1.0)
+  assert not analysis.claims(runs, summary)["theorem1"]["holds"]
+
+
+def test_theorem1_claim_fails_when_disagreement_does_not_grow_with_lambda_2():
+  runs = _sweep(graphs=(("ring", 0.6, 1.0), ("grid", 0.5, 2.0)))
+  claim = analysis.claims(runs, analysis.summarize(runs))["theorem1"]
+  assert claim["graphs_by_lambda_2"] == ["grid", "ring"]
+  assert claim["monotone_in_lambda_2_at_each_mu"] == [False] * 3 and not claim["holds"]
+
+
+def test_summary_averages_final_metrics_over_seeds_per_mode():
+  runs = {"a": _run("homogeneous", "diffusion", fid=10.0, seed=0),
+          "b": _run("homogeneous", "diffusion", fid=12.0, seed=1),
+          "c": _run("homogeneous", "noncooperative", fid=20.0),
+          "t": _sweep()["ring0.05"]}
+  final = analysis.summarize(runs)["final"]
+  assert list(final) == ["mnist/iid/diffusion", "mnist/iid/noncooperative"]  # theorem1 apart
+  assert final["mnist/iid/diffusion"]["seeds"] == 2
+  assert final["mnist/iid/diffusion"]["fid_mean"] == pytest.approx(11.0)
+  assert final["mnist/iid/diffusion"]["fid_seed_std"] == pytest.approx(1.0)
+  assert final["mnist/iid/diffusion"]["agent0_histogram"] == pytest.approx([0.1] * 10)
 
 
 def test_claims_follow_the_numbers():
@@ -73,11 +172,8 @@ def test_claims_follow_the_numbers():
           "b": _run("homogeneous", "diffusion", fid=10.5),
           "c": _run("homogeneous", "noncooperative", fid=14.0),
           "d": _run("noniid", "diffusion", hists=[[0.1] * 10, [0.04] + [0.96 / 9] * 9]),
-          "e": _run("noniid", "noncooperative", hists=[only01])}
-  for g, lam, scale in (("ring", 0.6, 2.0), ("grid", 0.5, 1.0), ("complete", 0.0, 1e-12)):
-    for mu in (0.025, 0.05, 0.1):
-      runs[f"{g}{mu}"] = _run("theorem1", "diffusion", graph=g, mu=mu, lam=lam,
-                              dis=[scale * mu ** 2] * 4)
+          "e": _run("noniid", "noncooperative", hists=[only01]),
+          **_sweep()}
   c = reproduce.claims(runs, reproduce.summarize(runs))
   homog, noniid = c["per_dataset"]["mnist"]["homogeneous"], c["per_dataset"]["mnist"]["nonhomogeneous"]
   assert homog["holds"] and abs(homog["diffusion_over_centralized"] - 1.05) < 1e-9
@@ -92,15 +188,10 @@ def test_claims_follow_the_numbers():
       "homogeneous"]["holds"]
 
 
-def test_markdown_table_lists_every_mode_and_graph():
-  runs = {"a": _run("homogeneous", "centralized", fid=10.0),
-          "b": _run("homogeneous", "diffusion", fid=10.5)}
-  for g, lam in (("ring", 0.6), ("complete", 0.0)):
-    for mu in (0.025, 0.05):
-      runs[f"{g}{mu}"] = _run("theorem1", "diffusion", graph=g, mu=mu, lam=lam, dis=[mu] * 4)
-  text = reproduce.markdown({"runs": runs, "summary": reproduce.summarize(runs)})
-  assert "| mnist/iid/centralized | 1 | 10.00 |" in text and "| mnist/iid/diffusion | 1 | 10.50 |" in text
-  assert "| ring | 0.600 | 2.25 | - |" in text and "| complete | 0.000 | 0.00 | - |" in text
+def test_a_claim_without_its_runs_is_absent_not_false():
+  runs = {"b": _run("homogeneous", "diffusion", fid=10.5)}
+  c = reproduce.claims(runs, reproduce.summarize(runs))
+  assert c == {"per_dataset": {"mnist": {}}}
 
 
 def test_faults_claim_follows_the_numbers():
@@ -125,10 +216,149 @@ def test_nonhomogeneous_claim_needs_both_classifiers():
           "e": _run("noniid", "noncooperative", hists=[only01])}
   for a in runs["d"]["final"]["agents"]:
     a["check_class_histogram"] = [0.1] * 10
-  claim = lambda: reproduce.claims(runs, reproduce.summarize(runs))["per_dataset"]["mnist"][
-      "nonhomogeneous"]
+
+  def claim():
+    return reproduce.claims(runs, reproduce.summarize(runs))["per_dataset"]["mnist"][
+        "nonhomogeneous"]
   assert claim()["holds"] and claim()["classifiers"] == "main and check"
   runs["d"]["final"]["agents"][1]["check_class_histogram"] = [0.03] + [0.97 / 9] * 9
   assert not claim()["holds"]
   assert claim()["diffusion_min_class_share_over_agents_and_seeds"] == pytest.approx(0.03)
   assert claim()["diffusion_agents_at_least_5pct_each_class"] == 1
+
+
+# --- report: markdown of a synthetic results dict -----------------------------------------------
+
+def test_markdown_lists_every_mode_graph_fault_and_the_wall_time():
+  runs = {"a": _run("homogeneous", "centralized", fid=10.0),
+          "b": _run("homogeneous", "diffusion", fid=10.5),
+          **_sweep(graphs=(("ring", 0.6, 1.0), ("complete", 0.0, 1e-12)))}
+  runs["f"] = {**_run("faults", "diffusion", fid=11.0, hists=[[0.1] * 10] * 2),
+               "link_failure": 0.5, "agent_dropout": 0.2, "final_disagreement": [0.01, 0.02]}
+  text = reproduce.markdown({"runs": runs, "summary": reproduce.summarize(runs)})
+  assert "| mnist/iid/centralized | 1 | 10.00 |" in text and "| mnist/iid/diffusion | 1 | 10.50 |" in text
+  assert "| ring | 0.600 | 2.25 | - |" in text and "| complete | 0.000 | 0.00 | - |" in text
+  assert "| 0.5 | 0.2 | 11.0 11.0 | 11.00 | 0.100 | 0.01 / 0.02 | 0.500 | 0 |" in text
+  assert text.endswith("faults 1, homogeneous 2, theorem1 6\n")
+
+
+# --- run: train what is not done, skip the rest, collect (training stood in for) ----------------
+
+def _fake_train(trained):
+  """Stands in for training: writes the records a finished run leaves (run.json, the curves,
+  metrics.json when there is a final evaluation, agent 0's sample grid)."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  def train(config, workdir):
+    trained.append(workdir)
+    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
+    plt.imsave(os.path.join(workdir, "samples", "agent_0.png"), np.zeros((28, 28)), cmap="gray")
+    lam = {"ring": 0.6, "complete": 0.0}.get(config.topology.graph, 0.5)
+    mu, iterations = config.train.learning_rate, config.train.iterations
+    for t in range(1, iterations + 1):
+      files.append_jsonl(os.path.join(workdir, "log.jsonl"), {
+          "iteration": t, "disagreement_discriminator": (1 + lam) * mu ** 2})
+    if config.eval.final_samples:
+      files.append_jsonl(os.path.join(workdir, "metrics.jsonl"), {
+          "iteration": iterations, "network": {"fid_mean": 50.0, "fid_min": 40.0, "fid_max": 60.0}})
+      agent = {"fid": 50.0, "kid": 1.0, "kid_se": 0.1, "coverage": 10, "entropy_bits": 3.3,
+               "class_histogram": [0.1] * 10}
+      files.write_json(os.path.join(workdir, "metrics.json"), {
+          "network": {"fid_mean": 50.0, "kid_mean": 1.0, "coverage_mean": 10.0,
+                      "coverage_min": 10}, "agents": [agent] * config.num_agents})
+    files.write_json(os.path.join(workdir, "run.json"), {
+        "iterations": iterations, "lambda_2": lam, "train_seconds": 1.0,
+        "combination_matrix": [[0.5, 0.5], [0.5, 0.5]],
+        "parameters_sent_per_iteration": 0 if config.train.mode == "noncooperative" else 100,
+        "disagreement_discriminator": 0.0, "disagreement_generator": 0.0})
+  return train
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+  trained, writes = [], []
+  monkeypatch.setattr(run_lib, "train", _fake_train(trained))
+  write_json = files.write_json
+
+  def counted(path, obj, **kwargs):
+    writes.append(os.path.basename(path))
+    write_json(path, obj, **kwargs)
+  monkeypatch.setattr(files, "write_json", counted)
+  return trained, writes
+
+
+def test_run_grid_trains_each_cell_once_writes_results_once_and_skips_them_on_rerun(
+    tmp_path, fake_training):
+  trained, writes = fake_training
+  out, lines = str(tmp_path), []
+  results = reproduce.run_grid(_grid(quick=False), out, quick=True, log=lines.append)
+  assert len(trained) == 25 and writes.count("results.json") == 1
+  assert len(results["runs"]) == 24  # every cell but the warm-up
+  assert json.load(open(os.path.join(out, "results.json"))) == json.loads(json.dumps(results))
+  assert list(results) == ["runs", "summary", "claims", "settings", "quick",
+                           "seconds_this_invocation", "figures"]
+  assert results["settings"]["num_agents"] == 2 and results["quick"] is True
+  assert set(results["summary"]["theorem1_warm"]) == {"ring", "complete"}
+  assert results["summary"]["theorem1"]["ring"]["slope"] == pytest.approx(2.0)
+  assert set(results["summary"]["faults"]) == {"p0.0/q0.2", "p0.5/q0.2"}
+  assert results["claims"]["faults"] is None  # the claim needs q = 0 runs
+  assert set(results["figures"]) == {"fig3_mnist.png", "fig45_mnist.png", "fig6_mnist.png",
+                                     "communication.png", "theorem1.png", "theorem1_warm.png"}
+  assert "| mnist/iid/gossip | 2 | 50.00 |" in open(os.path.join(out, "results.md")).read()
+  del trained[:], lines[:]
+  again = reproduce.run_grid(_grid(quick=False), out, quick=True, log=lines.append)
+  assert trained == [] and again["seconds_this_invocation"] == {}
+  assert sum(l.endswith("complete, skipped") for l in lines) == 25
+  assert again["runs"] == results["runs"]
+
+
+def test_only_trains_the_cells_under_its_prefixes_and_collects_only_finished_ones(
+    tmp_path, fake_training):
+  trained, _ = fake_training
+  lines = []
+  results = reproduce.run_grid(_grid(quick=True), str(tmp_path), only=["theorem1/ring"],
+                               log=lines.append)
+  assert sorted(results["runs"]) == ["theorem1/ring/mu0.025", "theorem1/ring/mu0.05"]
+  assert len(trained) == 2 and sum("not in --only" in l for l in lines) == 23
+  assert results["figures"] == ["theorem1.png"] and results["summary"]["final"] == {}
+  # a run stopped short of its iterations is neither skipped nor collected
+  files.write_json(os.path.join(tmp_path, "runs", "theorem1", "ring", "mu0.05", "run.json"),
+                   {"iterations": 1})
+  assert not run_lib.is_complete(os.path.join(tmp_path, "runs", "theorem1", "ring", "mu0.05"), 2)
+  assert list(run_lib.collect(reproduce.cells(_grid(quick=True), str(tmp_path)),
+                              str(tmp_path))) == ["theorem1/ring/mu0.025"]
+
+
+# --- bin/reproduce end to end, on two real cells ------------------------------------------------
+
+@pytest.mark.e2e
+def test_two_cells_train_collect_report_and_are_skipped_on_rerun(tmp_path):
+  """bin/reproduce --quick --only: a diffusion and a non-cooperative cell really train, and
+  results.json, results.md and the figures come from their records; a rerun trains nothing."""
+  out = str(tmp_path / "results")
+  cmd = [sys.executable, os.path.join(ROOT, "bin", "reproduce"), f"--results_dir={out}", "--quick",
+         f"--config={os.path.join(ROOT, 'configs', 'reproduce.py')}",
+         "--only=mnist/iid/diffusion/seed0,mnist/iid/noncooperative/seed0"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.count("not in --only") == 23
+  results = json.load(open(os.path.join(out, "results.json")))
+  assert sorted(results["runs"]) == ["mnist/iid/diffusion/seed0", "mnist/iid/noncooperative/seed0"]
+  assert sorted(results["seconds_this_invocation"]) == sorted(results["runs"])
+  final = results["summary"]["final"]
+  assert set(final) == {"mnist/iid/diffusion", "mnist/iid/noncooperative"}
+  for v in final.values():
+    assert v["seeds"] == 1 and v["fid_mean"] > 0 and len(v["agent0_histogram"]) == 10
+  assert final["mnist/iid/noncooperative"]["parameters_sent_per_iteration"] == 0
+  assert final["mnist/iid/diffusion"]["parameters_sent_per_iteration"] > 0
+  for v in results["runs"].values():
+    assert v["fid_curve"] and v["disagreement_curve"] and len(v["final"]["agents"]) == 2
+  assert results["figures"] == ["fig3_mnist.png", "fig45_mnist.png", "communication.png"]
+  for name in results["figures"]:
+    assert os.path.getsize(os.path.join(out, name)) > 1000
+  assert "| mnist/iid/diffusion | 1 |" in open(os.path.join(out, "results.md")).read()
+  again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("complete, skipped") == 2
+  assert json.load(open(os.path.join(out, "results.json")))["seconds_this_invocation"] == {}

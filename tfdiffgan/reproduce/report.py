@@ -1,0 +1,213 @@
+"""The results as people read them: results.md (the tables docs/RESULTS.md quotes) and the
+paper's Figs. 3-6 with the Theorem 1 plots as matplotlib PNGs in RESULTS_DIR.
+
+Both read only the results dict (analysis.summarize, analysis.claims) and, for the sample grids,
+the PNGs each run wrote; matplotlib is imported only when figures are drawn.
+"""
+
+import os
+
+import numpy as np
+
+from tfdiffgan.reproduce.grid import APART, THEOREM1_GROUPS
+
+
+def _final_lines(final):
+  lines = ["| dataset / shards / mode | seeds | FID (mean over agents) | +- over seeds | KID "
+           "| coverage mean (min) | parameters sent / iteration | train s / run |",
+           "|---|---|---|---|---|---|---|---|"]
+  for key, v in final.items():
+    lines.append(f"| {key} | {v['seeds']} | {v['fid_mean']:.2f} | {v['fid_seed_std']:.2f} | "
+                 f"{v['kid_mean']:.2f} | {v['coverage_mean']:.1f} ({v['coverage_min']:.0f}) | "
+                 f"{int(v['parameters_sent_per_iteration']):,} | {v['train_seconds_mean']:.0f} |")
+  return lines
+
+
+def _theorem1_lines(group, fits):
+  mus = next(iter(fits.values()))["mu"]
+  lines = ["", f"{group}:", "", "| graph | lambda_2 | lambda_2^2/(1-lambda_2)^2 | "
+           "sum_j lambda_j^2/(1-lambda_j^2) | " +
+           " | ".join(f"D disagreement, mu={m}" for m in mus) + " | slope in log mu |",
+           "|---" * (5 + len(mus)) + "|"]
+  for g, v in fits.items():
+    lam = "inf" if v["lambda_factor"] is None else f"{v['lambda_factor']:.2f}"
+    spec = "-" if v.get("spectral_factor") is None else f"{v['spectral_factor']:.3f}"
+    lines.append(f"| {g} | {v['lambda_2']:.3f} | {lam} | {spec} | " +
+                 " | ".join(f"{d:.3g}" for d in v["disagreement"]) +
+                 f" | {v['slope'] if v['slope'] is None else round(v['slope'], 2)} |")
+  return lines
+
+
+def _faults_lines(faults):
+  lines = ["", "faults (main job; p: link failure, q: agent dropout):", "",
+           "| p | q | FID per agent | mean | weakest class share | disagreement D / G "
+           "| lambda_2 (mean-square) | parameters sent / iteration |", "|---" * 8 + "|"]
+  for rows in faults.values():
+    for v in rows:
+      lines.append(
+          f"| {v['link_failure']} | {v['agent_dropout']} | "
+          + " ".join(f"{x:.1f}" for x in v["fid_per_agent"]) + f" | {v['fid_mean']:.2f} | "
+          f"{v['weakest_class_share']:.3f} | {v['disagreement'][0]:.3g} / "
+          f"{v['disagreement'][1]:.3g} | {v['lambda_2']:.3f} | "
+          f"{int(v['parameters_sent_per_iteration']):,} |")
+  return lines
+
+
+def _wall_time_lines(runs):
+  groups = {}
+  for r in runs.values():
+    groups[r["group"]] = groups.get(r["group"], 0.0) + r["train_seconds"]
+  return ["", "Wall time by part (seconds summed over runs: training loop with its periodic "
+          "evaluations, final evaluation excluded): " +
+          ", ".join(f"{g} {s:.0f}" for g, s in sorted(groups.items()))]
+
+
+def markdown(results):
+  """The table of final metrics per mode, the Theorem 1 fits, the faults table and the wall
+  times, as Markdown (docs/RESULTS.md quotes it)."""
+  summary = results["summary"]
+  lines = _final_lines(summary["final"])
+  for group in THEOREM1_GROUPS:
+    if summary.get(group):
+      lines += _theorem1_lines(group, summary[group])
+  if summary.get("faults"):
+    lines += _faults_lines(summary["faults"])
+  lines += _wall_time_lines(results["runs"])
+  return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _save(plt, fig, results_dir, name):
+  fig.tight_layout()
+  fig.savefig(os.path.join(results_dir, name), dpi=110)
+  plt.close(fig)
+  return name
+
+
+def _homogeneous(runs, ds, mode=None):
+  return [r for r in runs.values() if r["dataset"] == ds and r["group"] == "homogeneous"
+          and (mode is None or r["mode"] == mode)]
+
+
+def fig3(plt, runs, ds, modes):
+  """FID against iterations, mean over agents (line) and agent spread (band), per mode."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for mode in modes:
+    curves = [np.array(r["fid_curve"]) for r in _homogeneous(runs, ds, mode) if r["fid_curve"]]
+    if not curves:
+      continue
+    n = min(len(c) for c in curves)
+    c = np.mean([c[:n] for c in curves], axis=0)
+    ax.plot(c[:, 0], c[:, 1], label=mode)
+    ax.fill_between(c[:, 0], c[:, 2], c[:, 3], alpha=0.2)
+  ax.set(xlabel="iteration", ylabel="FID (project classifier)", yscale="log",
+         title=f"Fig. 3: homogeneous {ds}")
+  ax.legend()
+  return fig
+
+
+def fig45(plt, runs, ds, modes, results_dir):
+  """Agent 0's sample grid per mode (the first run of each)."""
+  fig, axes = plt.subplots(1, len(modes), figsize=(3 * len(modes), 3.3))
+  for ax, mode in zip(np.atleast_1d(axes), modes):
+    r = _homogeneous(runs, ds, mode)[0]
+    ax.imshow(plt.imread(os.path.join(results_dir, r["samples"])), cmap="gray")
+    ax.set_title(mode)
+    ax.axis("off")
+  return fig
+
+
+def fig6(plt, noniid, ds, results_dir):
+  """The agent holding only classes {0, 1}: its samples and class histogram per mode."""
+  fig, axes = plt.subplots(2, len(noniid), figsize=(3.6 * len(noniid), 6.4), squeeze=False)
+  own = "{T-shirt, trouser}" if ds == "fashion_mnist" else "{0, 1}"
+  for j, r in enumerate(sorted(noniid, key=lambda r: r["mode"])):
+    axes[0, j].imshow(plt.imread(os.path.join(results_dir, r["samples"])), cmap="gray")
+    axes[0, j].set_title(f"{r['mode']}: agent 0 saw {own}")
+    axes[0, j].axis("off")
+    if r["final"]:
+      axes[1, j].bar(range(10), r["final"]["agents"][0]["class_histogram"])
+      axes[1, j].axhline(0.05, color="gray", ls="--", lw=0.8)
+    axes[1, j].set(xticks=range(10), xlabel="class (project classifier)",
+                   ylabel="share of samples")
+  return fig
+
+
+def communication(plt, final):
+  """Final FID against the parameters each iteration sends, per homogeneous mode."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, v in final.items():
+    if "/iid/" in key and v["parameters_sent_per_iteration"] is not None:
+      ax.scatter(max(v["parameters_sent_per_iteration"], 1), v["fid_mean"])
+      ax.annotate(key, (max(v["parameters_sent_per_iteration"], 1), v["fid_mean"]), fontsize=7)
+  ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)", ylabel="final FID",
+         title="quality against communication")
+  return fig
+
+
+def _theorem1_vs_mu(ax, fits, start):
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
+  for graph, v in fits.items():
+    slope = float("nan") if v["slope"] is None else v["slope"]
+    ax.loglog(v["mu"], v["disagreement"], "o-",
+              label=f"{graph} (lambda_2={v['lambda_2']:.2f}, slope {slope:.2f})")
+  mus = np.array(next(iter(fits.values()))["mu"])
+  ref = max(v["disagreement"][-1] for v in fits.values())
+  ax.loglog(mus, ref * (mus / mus[-1]) ** 2, "k:", lw=0.8, label="slope 2")
+  ax.set(xlabel="mu", ylabel="disagreement of D after the transient",
+         title=f"Theorem 1 ({start}): vs mu")
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.set_xticks(mus, [str(m) for m in mus])
+  ax.legend(fontsize=7)
+  return mus
+
+
+def theorem1_figure(plt, group, fits):
+  """The disagreement against mu (log-log, slope 2 for reference) and against the graph factor."""
+  start = "from scratch" if group == "theorem1" else "from one trained state"
+  fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+  mus = _theorem1_vs_mu(a1, fits, start)
+  for i, mu in enumerate(mus):
+    pts = [(v["lambda_factor"], v["disagreement"][i]) for v in fits.values()
+           if v["lambda_factor"] is not None and v["lambda_2"] > 1e-6]
+    a2.plot([p[0] for p in pts], [p[1] for p in pts], "o", label=f"mu={mu}")
+  a2.set(xlabel="lambda_2^2 / (1 - lambda_2)^2", ylabel="disagreement", yscale="log",
+         title="vs the graph factor (complete graph: 0)")
+  a2.legend(fontsize=7)
+  return fig
+
+
+def _dataset_figures(plt, runs, ds, results_dir):
+  """Figs. 3, 4-5 and 6 of one dataset; returns their names."""
+  modes = sorted({r["mode"] for r in _homogeneous(runs, ds)})
+  names = [_save(plt, fig3(plt, runs, ds, modes), results_dir, f"fig3_{ds}.png"),
+           _save(plt, fig45(plt, runs, ds, modes, results_dir), results_dir, f"fig45_{ds}.png")]
+  first_seed = min(x["seed"] for x in runs.values())
+  noniid = [r for r in runs.values() if r["dataset"] == ds and r["group"] == "noniid"
+            and r["seed"] == first_seed]
+  if noniid:
+    names.append(_save(plt, fig6(plt, noniid, ds, results_dir), results_dir, f"fig6_{ds}.png"))
+  return names
+
+
+def figures(results, results_dir):
+  """Figs. 3-6, quality against communication and the Theorem 1 plots as PNGs in
+  ``results_dir``; returns their names (relative paths)."""
+  plt, runs, summary = _pyplot(), results["runs"], results["summary"]
+  paths = []
+  for ds in sorted({r["dataset"] for r in runs.values() if r["group"] not in APART}):
+    paths += _dataset_figures(plt, runs, ds, results_dir)
+  if summary["final"]:
+    paths.append(_save(plt, communication(plt, summary["final"]), results_dir,
+                       "communication.png"))
+  for group in THEOREM1_GROUPS:
+    if summary.get(group):
+      paths.append(_save(plt, theorem1_figure(plt, group, summary[group]), results_dir,
+                         f"{group}.png"))
+  return paths
