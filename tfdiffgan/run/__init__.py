@@ -71,6 +71,7 @@ class Run:
     """Start-up collectives, in order: every worker's saved iterations, then whether the
     restored weights are finite on every worker."""
     ck = self.checkpoints
+    ck.set_aside_damaged()
     resume = ck.resume_point(self.sync.every_worker(ck.own_iterations()))   # collective
     if resume:
       ck.restore(resume)

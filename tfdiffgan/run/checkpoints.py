@@ -85,6 +85,39 @@ class Checkpoints:
 
   # --------------------------------------------------------------------------------- resume
 
+  def set_aside_damaged(self):
+    """Reads every kept checkpoint whole (each tensor's checksum is verified): one that is
+    truncated or corrupt is moved to checkpoints/.../damaged/ (never deleted) and forgotten, so
+    the run resumes from the newest intact one; under multiworker the workers then agree on the
+    newest iteration all of them hold intact (``resume_point``)."""
+    intact, damaged = [], []
+    for path in self.manager.checkpoints:
+      try:
+        reader = tf.train.load_checkpoint(path)
+        for key in reader.get_variable_to_shape_map():
+          reader.get_tensor(key)
+        intact.append(path)
+      except (tf.errors.OpError, IndexError, ValueError) as e:
+        damaged.append((path, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"))
+    if not damaged:
+      return
+    if not intact:
+      listed = "; ".join(f"{os.path.basename(p)}: {why}" for p, why in damaged)
+      raise TrainingError(
+          f"every checkpoint in {self.directory} is damaged ({listed}); nothing was changed. "
+          "Train in a new --workdir, or move checkpoints/ away to start this one over.")
+    aside = os.path.join(self.directory, "damaged")
+    os.makedirs(aside, exist_ok=True)
+    for path, why in damaged:
+      for f in glob.glob(glob.escape(path) + ".*"):
+        os.replace(f, os.path.join(aside, os.path.basename(f)))
+      build.log("%s is damaged (%s): moved to %s, falling back to %s", path, why, aside,
+                os.path.basename(intact[-1]))
+    tf.compat.v1.train.update_checkpoint_state(self.directory, intact[-1],
+                                               all_model_checkpoint_paths=intact)
+    self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                              max_to_keep=self.config.train.keep_checkpoints)
+
   def own_iterations(self):
     """The iterations this process has saved, padded with -1 to a fixed length (every worker
     sends the same shape to the collective that compares them)."""

@@ -1,0 +1,65 @@
+"""A damaged checkpoint: the run says which, falls back to the newest intact one (never deleting
+the damaged one) and still ends with the weights of an uninterrupted run."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from tfdiffgan import run as run_lib
+from tfdiffgan.errors import TrainingError
+
+pytestmark = pytest.mark.e2e
+
+
+def _weights(r):
+  return [v.numpy() for m in r.step.generators + r.step.discriminators for v in m.weights]
+
+
+def _truncate(path):
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip(path):
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(
+    tmp_path, idx_dir, capsys, damage):
+  cfg = lambda n: tiny_config(idx_dir, **{"train.iterations": n})
+  straight = run_lib.Run(cfg(6), str(tmp_path / "straight"))
+  straight.train()
+  workdir = str(tmp_path / "run")
+  run_lib.Run(cfg(4), workdir).train()                          # ckpt-2, ckpt-4
+  data = os.path.join(workdir, "checkpoints", "ckpt-4.data-00000-of-00001")
+  damage(data)
+  damaged_bytes = open(data, "rb").read()
+  capsys.readouterr()
+  resumed = run_lib.Run(cfg(6), workdir)
+  out = capsys.readouterr().out
+  assert "ckpt-4 is damaged" in out and "falling back to ckpt-2" in out, out
+  assert "resumed" in out and "ckpt-2 at iteration 2" in out
+  kept = os.path.join(workdir, "checkpoints", "damaged", "ckpt-4.data-00000-of-00001")
+  assert open(kept, "rb").read() == damaged_bytes               # set aside, not deleted
+  resumed.train()
+  for a, b in zip(_weights(straight), _weights(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_every_checkpoint_damaged_is_refused_and_nothing_moved(tmp_path, idx_dir):
+  workdir = str(tmp_path / "run")
+  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), workdir).train()
+  for path in glob.glob(os.path.join(workdir, "checkpoints", "ckpt-*.data-*")):
+    _truncate(path)
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  with pytest.raises(TrainingError, match=r"every checkpoint in .* is damaged \(ckpt-2: "):
+    run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 4}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
