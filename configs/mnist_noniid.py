@@ -1,14 +1,15 @@
-"""The README's main job: five agents on `paper5`, each seeing only two MNIST digits.
+"""The README's main job (`make train`): five agents on `paper5`, each seeing only two MNIST digits.
 
-Algorithm 1 with SGD adapt steps, tuned to draw all ten digits within about 10 minutes of training
-on 2 CPU cores (8.7-9.0 on the machine it was tuned on, 11.7-12.7 on one with 30% slower cores,
-19.6-24 on one without AVX-512; docs/RESULTS.md, "Tuning the main job"): one discriminator round
-per generator round (n_d = 1) buys 2,700 iterations of a DCGAN at width 0.375 with a discriminator
-at width 0.5 (the wider networks drew better digits: on seed 1 every class reached 6% by both
-classifiers, where width 0.25 left two under 5%); the step size falls linearly from mu = 0.05 to
-1% of it, so the agents' disagreement (O(mu^2), Theorem 1) shrinks and the agents that hold {6, 7}
-and {8, 9} stop favouring their own digits; each agent also reads out an average of its own
-generator iterates (train.ema_decay), which metrics.json scores beside the iterates.
+Algorithm 1 with SGD adapt steps, set for every agent to draw all ten digits on a few CPU cores
+(how it was chosen, and what it reaches: docs/RESULTS.md, "Tuning the main job"):
+- one discriminator round per generator round (n_d = 1): more generator steps for the same work;
+- G at width 0.375 and D at 0.5: the rarest digits need cleaner strokes, not more steps, and a
+  narrow D has too few filters to ask for them;
+- the step size falls linearly from mu = 0.05 to 1% of it: the agents' disagreement is O(mu^2)
+  (Theorem 1), so a small late mu pulls every agent towards the network's centroid, and the agents
+  far from agent 0 in the graph stop favouring their own digits;
+- each agent also reads out an average of its own generator iterates (train.ema_decay), which
+  metrics.json scores beside the iterates.
 """
 
 from tfdiffgan.configs import default

@@ -1,6 +1,6 @@
 """The paper's settings on MNIST (Sec. 5): full-width DCGAN, SGD mu = 0.05, n_d = 5, n_g = 1.
 
-GPU scale: about 2.4 s per iteration on 2 CPU cores. Switch shards with
+GPU scale: full width costs seconds per iteration on a CPU (docs/PERFORMANCE.md). Switch shards with
 --config.data.partition=classes for the non-homogeneous case. The settings are shared with
 paper_fashion.py through tfdiffgan/configs/paper.py.
 """

@@ -50,8 +50,8 @@ class MinibatchStddev(layers.Layer):
   """Appends one feature map: the standard deviation of every feature over the batch, averaged
   (Karras et al. 2018, "Progressive growing of GANs", Sec. 3). A discriminator that sees how
   varied a batch is can tell a too-uniform batch of generated digits from a real one, which one
-  image at a time it cannot. No weights: nothing new to combine or checkpoint. (In the main job
-  it did not improve the final class balance: docs/RESULTS.md, round three.)"""
+  image at a time it cannot. No weights: nothing new to combine or checkpoint. (Tried on the main
+  job: docs/RESULTS.md, round three.)"""
 
   def call(self, x):
     std = tf.sqrt(tf.math.reduce_variance(x, axis=0) + 1e-8)        # [H, W, C] over the batch
@@ -68,7 +68,8 @@ class Pack(layers.Layer):
   penalizes a generator whose samples lack variety (a missing or rare class), which one image at
   a time it cannot; it also halves D's work per batch at m = 2. Real and generated images are
   separate calls, so a pack never mixes them; batches are shuffled, so packs are random groups.
-  (In the main job pairs made D too strong: FID about twice as high, docs/RESULTS.md, round four.)"""
+  A D that sees more per input can also win the game too easily (tried on the main job:
+  docs/RESULTS.md, round four)."""
 
   def __init__(self, m, **kwargs):
     super().__init__(**kwargs)
@@ -130,8 +131,8 @@ def recalibrate_batchnorm(model, inputs):
 
   Why: an average of weight iterates is a new network whose activations differ from every
   iterate's; averaging the iterates' moving statistics too pairs it with statistics of other
-  networks (measured here: strokes fade, FID ~385 where the iterate scores ~20). Its own
-  statistics, recomputed from a fixed noise batch, are the consistent read-out.
+  networks, and its strokes fade (docs/RESULTS.md, "Tuning the main job"). Its own statistics,
+  recomputed from a fixed noise batch, are the consistent read-out.
   """
   x = tf.convert_to_tensor(inputs)
   for layer in model.layers:

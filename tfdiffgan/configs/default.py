@@ -40,8 +40,7 @@ def get_config():
   config.model = ml_collections.ConfigDict()
   config.model.width = 0.25             # DCGAN width multiplier (1.0 = the TF DCGAN tutorial)
   # The discriminator's own width multiplier (0 = model.width). At width 0.25 D has 16 and 32
-  # filters and 4% of G's parameters; in the main job D at 0.5 beside G at 0.375 costs 7% more
-  # time per iteration (bench.step) and lifted the rarest class on the seed compared
+  # filters and 4% of G's parameters, so a D wider than G can still be cheap
   # (docs/RESULTS.md, round three).
   config.model.d_width = 0.0
   # Give D one more feature: how varied its batch is (models.MinibatchStddev, ProGAN's minibatch
@@ -49,7 +48,7 @@ def get_config():
   config.model.minibatch_std = False
   # D scores this many images at once, stacked as channels (models.Pack, PacGAN): it sees
   # whether a group of samples is as varied as a group of real ones. 1 = the DCGAN D of the paper.
-  # At 2 the main job's D won too easily and its FID doubled (docs/RESULTS.md, round four).
+  # A packed D can win the game too easily (docs/RESULTS.md, round four).
   config.model.pack = 1
   config.model.latent_dim = 100
 
@@ -65,9 +64,9 @@ def get_config():
   # paper's). Theorem 1: the agents' disagreement scales with mu^2, so a smaller late mu brings
   # each agent closer to the network's centroid (all classes) after a fast start.
   config.train.lr_decay = 0.0
-  # Clip each agent's gradient to this global norm (0 = off, the paper's plain SGD). At mu = 0.05
-  # plain SGD diverged within 25-52 iterations for some seeds of the main job (D's weights blow
-  # up); a norm of 5 kept every seed tried stable without slowing the early rounds.
+  # Clip each agent's gradient to this global norm (0 = off, the paper's plain SGD). Plain SGD at
+  # mu = 0.05 can diverge for some seeds (D's weights blow up, then NaN); a norm of 5 keeps
+  # them stable without slowing the early rounds (docs/RESULTS.md, Settings).
   config.train.clip_norm = 5.0
   # Generator averaging: each agent also keeps an exponential moving average of its own w_k^G,
   # updated after every iteration, never sent; samples, exports and evaluation use it, with the
@@ -82,8 +81,8 @@ def get_config():
   config.train.exchange = "auto"        # the combine's transport: auto | local | allgather | neighbors
   #                                       (auto: local with one worker, else allgather)
   # multiworker: seconds a collective may wait for its peers (0 = no limit). A dead worker is
-  # found anyway, by the strategy's health check (within about a minute); a limit costs one thread
-  # per collective until it expires (TensorFlow), thousands a minute at 600 s, so keep it small.
+  # found anyway, by the strategy's health check; a limit keeps one TensorFlow thread per
+  # collective alive until it expires, so a long limit exhausts threads (docs/PERFORMANCE.md).
   config.train.collective_timeout = 0.0
   config.train.log_every = 50
   config.train.checkpoint_every = 250

@@ -1,7 +1,7 @@
 """The paper's settings (Sec. 5): full-width DCGAN, SGD mu = 0.05, n_d = 5, n_g = 1, 20k iterations.
 
 Shared by configs/paper_mnist.py and configs/paper_fashion.py, which differ only in the dataset.
-GPU scale: about 2.4 s per iteration on 2 CPU cores.
+GPU scale: full width costs seconds per iteration on a CPU (docs/PERFORMANCE.md).
 """
 
 from tfdiffgan.configs import default

@@ -23,7 +23,7 @@ def get_config():
   c.final_samples = 10000
   # Fig. 3 (homogeneous shards): the paper's three modes and the two baselines it cites
   c.homogeneous_modes = ["noncooperative", "centralized", "diffusion", "fusion", "gossip"]
-  # the two baselines cost a cell each per seed: run them on these datasets only (3 h budget)
+  # the two baselines cost a cell each per seed: run them on these datasets only, to keep the grid short
   c.baseline_datasets = ["mnist"]
   c.fusion_period = 6  # one network average per iteration (n_d + n_g = 6 rounds)
   # Fig. 6 (two classes per agent): agent 0 holds {0, 1} (MNIST) / {T-shirt, trouser}
@@ -43,9 +43,9 @@ def get_config():
   c.theorem1.warm_iterations = 40
   c.theorem1.warm_log_every = 2
 
-  # Faults of the network (issue 11): the main job as it was then (MNIST, two classes per agent,
-  # paper5, n_d = 5, constant mu, 700 iterations) with every link failing with probability p and every agent offline with
-  # probability q in each round. Run alone with --only=faults (8 runs of about 6 minutes).
+  # Faults of the network: MNIST, two classes per agent, paper5, n_d = 5, constant mu, 700
+  # iterations, with every link failing with probability p and every agent offline with
+  # probability q in each round; --only=faults runs these cells alone.
   c.faults = ml_collections.ConfigDict()
   c.faults.link_failures = [0.0, 0.1, 0.3, 0.5]
   c.faults.agent_dropouts = [0.0, 0.2]
