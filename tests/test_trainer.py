@@ -296,16 +296,16 @@ def _checkpoint_tensors(workdir, prefix=None):
 
 
 def test_no_checkpoint_of_non_finite_weights(tmp_path, idx_dir):
-  """Issue 11, case 1: weights can turn NaN while the losses stay finite (here a generator's
-  BatchNorm moving mean, which training-mode losses never read); the checkpoint due then is
-  refused, the last finite one is named and kept, and a resume starts from finite weights."""
+  """Weights can turn NaN while the losses stay finite (here a generator's BatchNorm moving
+  mean, which training-mode losses never read): the first iteration that logs (every one here)
+  refuses to go on, nothing more is saved, the last finite checkpoint is named and kept."""
   workdir = str(tmp_path / "run")
   run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
   t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   moving_mean = [v for v in t.step.generators[0].non_trainable_variables
                  if "moving_mean" in v.path][0]
   moving_mean.assign(tf.fill(moving_mean.shape, float("nan")))
-  with pytest.raises(run_lib.TrainingError, match=r"non-finite weights at iteration 4 for "
+  with pytest.raises(run_lib.TrainingError, match=r"non-finite weights at iteration 3 for "
                      r"agent\(s\) \[0(, 1)?\]\. Nothing more was saved; the last checkpoint "
                      r"\(ckpt-2, weights finite\) is intact\."):
     t.train()

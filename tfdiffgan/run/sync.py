@@ -24,6 +24,9 @@ import tensorflow as tf
 from tfdiffgan import diffusion
 
 
+NO_DEADLINE = tf.distribute.experimental.CommunicationOptions(timeout_seconds=0)
+
+
 @dataclasses.dataclass
 class Status:
   """What the workers agreed on at the end of an iteration."""
@@ -59,15 +62,29 @@ class Sync:
               for g, d in zip(step.generators, step.discriminators)]
     self._finite = tf.function(lambda: tf.stack([
         tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in vs]) for vs in models]))
-    self._barrier = None
+    self._gathers = {}
 
   def finite_flags(self):
     """Per local agent: are all its G and D weights (BatchNorm statistics included) finite?"""
     return self._finite().numpy()
 
   def every_worker(self, values):
-    """A small per-worker array stacked over all workers, in worker order (a collective)."""
-    return self.step.gather_local(values)
+    """A small per-worker array stacked over all workers, in worker order: a collective with
+    no deadline (workers reach start-up and read-outs at different times; a dead peer still
+    aborts it through the strategy's health check)."""
+    values = np.asarray(values)
+    if not self.multiworker:
+      return values[None]
+    if values.dtype == bool:  # collectives move numbers
+      return self.every_worker(values.astype(np.int32)).astype(bool)
+    key = (values.shape, values.dtype.str)
+    if key not in self._gathers:
+      strategy = self.step.strategy
+      replica_fn = lambda x: tf.distribute.get_replica_context().all_gather(
+          x[None], axis=0, options=NO_DEADLINE)
+      self._gathers[key] = tf.function(lambda x: strategy.run(replica_fn, args=(x,)))
+    out = self._gathers[key](tf.constant(values))
+    return np.asarray(self.step.strategy.experimental_local_results(out)[0])
 
   def iteration(self, stop, check_weights, disagreement):
     """The one collective of an iteration (a local computation in one process)."""
@@ -84,7 +101,7 @@ class Sync:
       for models in (self.step.discriminators, self.step.generators):
         mean, scatter = _scatter(diffusion.flat_weights(models))
         parts += [np.array([scatter]), mean]
-    every = self.every_worker(np.concatenate(parts))              # [N, 1 + L (+ 2 + P_D + P_G)]
+    every = self.step.gather_local(np.concatenate(parts))   # [N, 1 + L (+ 2 + P_D + P_G)]
     bad = np.flatnonzero(every[:, 1:1 + L].reshape(-1) < 0.5).tolist()  # worker-major = agent id
     status = Status(bool(every[:, 0].max() > 0), bad)
     if disagreement:
@@ -96,15 +113,6 @@ class Sync:
     return status
 
   def wait_for_chief(self):
-    """Holds every worker until the chief has finished a read-out: an all-gather whose
-    deadline is off (timeout 0), whatever train.collective_timeout says; a dead peer still
-    aborts it through the strategy's health check."""
-    if not self.multiworker:
-      return
-    if self._barrier is None:
-      options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=0)
-      strategy = self.step.strategy
-      replica_fn = lambda: tf.distribute.get_replica_context().all_gather(
-          tf.ones([1]), axis=0, options=options)
-      self._barrier = tf.function(lambda: strategy.run(replica_fn))
-    self._barrier()
+    """Holds every worker until the chief has finished a read-out (``every_worker``: no
+    deadline, whatever train.collective_timeout says)."""
+    self.every_worker(np.ones(1, np.int32))
