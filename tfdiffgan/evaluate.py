@@ -54,8 +54,8 @@ def evaluate(workdir="", model="", dataset="", num_samples=10000, seed=1, incept
     serve, latent = export_lib.load_generator(model)
     gens = [(os.path.basename(model.rstrip("/")), serve, latent)]
     dataset = dataset or "mnist"
-  if inception_weights and not os.path.exists(inception_weights):
-    raise metrics.MetricsError(f"InceptionV3 weights file {inception_weights!r} not found.")
+  if inception_weights:
+    metrics.check_inception_weights(inception_weights)
   evaluator = metrics.Evaluator(dataset, verbose=True)
   real_inception = None
   if inception_weights:
@@ -132,18 +132,42 @@ def format_table(result):
   return "\n".join(lines)
 
 
+def _check_out(out):
+  """Refuses an --out that cannot take PNGs before anything is drawn."""
+  directory = out.endswith("/") or os.path.isdir(out)
+  if not directory and not out.lower().endswith(".png"):
+    raise config_lib.ConfigError(f"--out={out}: bin/generate writes PNG images; name the grid "
+                                 "*.png, or give a directory ending in / for one PNG each.")
+  parent = os.path.abspath(out if directory else os.path.dirname(os.path.abspath(out)))
+  while parent and not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ExportError(f"--out={out} lies under {parent}, which is a file, not a directory; "
+                      "choose another path.")
+  if not os.access(parent, os.W_OK):
+    raise ExportError(f"--out={out}: {parent} is not writable; choose a writable path.")
+
+
 def generate(model, num, out, seed=0):
   """Writes ``num`` samples of an exported generator as one square grid PNG, or single PNGs
   when ``out`` is a directory (ends with '/' or exists as one)."""
   if isinstance(num, bool) or not isinstance(num, int) or num < 1:
     raise config_lib.ConfigError(f"--num={num!r} must be a positive number of samples.")
+  _check_out(out)
   serve, latent = export_lib.load_generator(model)
   z = np.random.default_rng(seed).normal(size=(num, latent)).astype(np.float32)
   images = serve(tf.constant(z)).numpy()
-  if out.endswith("/") or os.path.isdir(out):
-    os.makedirs(out, exist_ok=True)
-    paths = [export_lib.write_png(os.path.join(out, f"sample_{i:05d}.png"),
-                                  export_lib.image_grid(images[i:i + 1], rows=1))
-             for i in range(num)]
-    return paths
-  return [export_lib.write_png(out, export_lib.image_grid(images))]
+  if not np.isfinite(images).all():
+    raise ExportError(f"{model} draws non-finite pixels (its weights hold NaN or Inf), so no "
+                      "image was written; export the generator from an earlier checkpoint.")
+  try:
+    if out.endswith("/") or os.path.isdir(out):
+      os.makedirs(out, exist_ok=True)
+      return [export_lib.write_png(os.path.join(out, f"sample_{i:05d}.png"),
+                                   export_lib.image_grid(images[i:i + 1], rows=1))
+              for i in range(num)]
+    return [export_lib.write_png(out, export_lib.image_grid(images))]
+  except (OSError, tf.errors.OpError) as e:
+    reason = getattr(e, "message", None) or str(e)
+    raise ExportError(f"cannot write --out={out}: {reason.strip().splitlines()[0][:200]}; "
+                      "choose a writable path.") from e

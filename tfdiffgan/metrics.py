@@ -296,14 +296,31 @@ def network_summary(per_agent):
   return out
 
 
+INCEPTION_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def check_inception_weights(weights_path):
+  """Refuses a path that is not a readable HDF5 file before any scoring starts."""
+  if not weights_path or not os.path.isfile(weights_path):
+    raise MetricsError(f"InceptionV3 weights file {weights_path!r} not found; pass a local "
+                       f"'{INCEPTION_FILE}' (no network download happens here).")
+  with open(weights_path, "rb") as f:
+    if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+      raise MetricsError(f"--inception_weights={weights_path} is not an HDF5 file; expected "
+                         f"Keras' InceptionV3 no-top weights, '{INCEPTION_FILE}'.")
+
+
 def inception_features(images, weights_path, batch_size=32):
   """Pool-3 InceptionV3 features from a local weights file (resize to 299, three channels)."""
-  if not weights_path or not os.path.exists(weights_path):
-    raise MetricsError(f"InceptionV3 weights file {weights_path!r} not found; pass a local "
-                       "'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5' (no network "
-                       "download happens here).")
-  model = keras.applications.InceptionV3(include_top=False, pooling="avg", weights=weights_path,
-                                         input_shape=(299, 299, 3))
+  check_inception_weights(weights_path)
+  try:
+    model = keras.applications.InceptionV3(include_top=False, pooling="avg",
+                                           weights=weights_path, input_shape=(299, 299, 3))
+  except (OSError, ValueError) as e:
+    raise MetricsError(f"--inception_weights={weights_path} does not hold InceptionV3 no-top "
+                       f"weights ({str(e).splitlines()[0][:160]}); expected "
+                       f"'{INCEPTION_FILE}'.") from e
   feats = []
   for i in range(0, len(images), batch_size):
     x = tf.image.resize(tf.convert_to_tensor(images[i:i + batch_size], tf.float32), (299, 299))

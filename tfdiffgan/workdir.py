@@ -53,6 +53,15 @@ def prepare(workdir):
   return workdir
 
 
+def remove_if_unused(workdir):
+  """Removes a workdir that holds nothing but lock files (a run that failed at start-up)."""
+  try:
+    if all(name.startswith(LOCK_NAME) for name in os.listdir(workdir)):
+      shutil.rmtree(workdir, ignore_errors=True)
+  except OSError:
+    pass
+
+
 def disk_error(e, path, doing):
   """A WorkdirError naming the path, what failed and what to do, from an OSError or a
   TensorFlow file-system error (tf.errors.ResourceExhaustedError: No space left on device)."""

@@ -165,6 +165,14 @@ class Checkpoints:
       if path is None:
         raise ConfigError(f"train.init_from={source!r} holds no checkpoint under "
                           "checkpoints/; train that run first.")
+    saved = {int(name.split("/")[1].split("_")[1]) for name, _ in tf.train.list_variables(path)
+             if name.startswith("generators/agent_")}
+    if saved != set(range(self.network.K)):
+      raise ConfigError(
+          f"train.init_from={source!r} holds {len(saved)} agent(s) but this run has "
+          f"{self.network.K}: a warm start gives agent k agent k's weights, so it needs the same "
+          "num_agents (and model); train the source with this num_agents, or set it to "
+          f"{len(saved)}.")
     trackables = self.network.step.trackables()
     weights = tf.train.Checkpoint(generators=trackables["generators"],
                                   discriminators=trackables["discriminators"])
