@@ -35,6 +35,51 @@ def saved_iterations(directory):
       else []
 
 
+def check_placement(workdir, processes):
+  """Refuses a relaunch whose workers would not find their agents' checkpoints."""
+  saved = files.read_json(os.path.join(workdir, "checkpoints", "placement.json"))
+  if saved is None or saved.get("processes") == processes:
+    return
+  how = (f"bin/launch --workers={saved['processes']} -- bin/train ... "
+         "--config.train.strategy=multiworker" if saved.get("processes", 1) > 1
+         else "one process (--config.train.strategy=default or mirrored)")
+  raise ConfigError(
+      f"{workdir} was trained by {saved.get('processes')} process(es), each checkpointing its "
+      f"own agents; this launch has {processes}. Resume it with {how}, or train in a new "
+      "--workdir.")
+
+
+def read_whole(paths):
+  """(intact paths, [(damaged path, why)]): each checkpoint read tensor by tensor, so a
+  truncated file or a failed checksum shows before a restore would half-apply it."""
+  intact, damaged = [], []
+  for path in paths:
+    try:
+      reader = tf.train.load_checkpoint(path)
+      for key in reader.get_variable_to_shape_map():
+        reader.get_tensor(key)
+      intact.append(path)
+    except (tf.errors.OpError, IndexError, ValueError) as e:
+      damaged.append((path, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"))
+  return intact, damaged
+
+
+def kept_and_advice(c, latest):
+  """What survives a divergence (``latest``: the last checkpoint), and advice that fits the
+  config's train fields ``c``."""
+  kept = (f"Nothing more was saved; the last checkpoint ({os.path.basename(latest)}, weights "
+          "finite) is intact. " if latest else "No checkpoint had been written yet. ")
+  tips = [f"lower --config.train.learning_rate (now {c.learning_rate:g}, e.g. "
+          f"{c.learning_rate / 10:g})"]
+  if not c.clip_norm or c.clip_norm > 5:
+    tips.insert(0, "clip the gradients (--config.train.clip_norm=5)")
+  elif c.optimizer == "sgd" and c.learning_rate <= 0.1:  # mu already modest: try another rule
+    tips.append("try --config.train.optimizer=adam")
+  advice = ", or ".join(tips)
+  return (kept + advice[0].upper() + advice[1:] +
+          ", then rerun in a new --workdir (this one's checkpoints fix its config).")
+
+
 class Checkpoints:
   """This process's checkpoint: the iteration count and every trackable of its agents."""
 
@@ -59,24 +104,11 @@ class Checkpoints:
   def done(self):
     return int(self.iteration.numpy())
 
-  # ------------------------------------------------------------------------------ placement
-
   def placement_record(self):
     return {"processes": self.network.cluster.num_workers, **self.network.placement.to_dict()}
 
   def check_placement(self):
-    """Refuses a relaunch whose workers would not find their agents' checkpoints."""
-    saved = files.read_json(os.path.join(self.workdir, "checkpoints", "placement.json"))
-    processes = self.network.cluster.num_workers
-    if saved is None or saved.get("processes") == processes:
-      return
-    how = (f"bin/launch --workers={saved['processes']} -- bin/train ... "
-           "--config.train.strategy=multiworker" if saved.get("processes", 1) > 1
-           else "one process (--config.train.strategy=default or mirrored)")
-    raise ConfigError(
-        f"{self.workdir} was trained by {saved.get('processes')} process(es), each "
-        f"checkpointing its own agents; this launch has {processes}. Resume it with "
-        f"{how}, or train in a new --workdir.")
+    check_placement(self.workdir, self.network.cluster.num_workers)
 
   def write_placement(self):
     os.makedirs(os.path.join(self.workdir, "checkpoints"), exist_ok=True)
@@ -90,15 +122,7 @@ class Checkpoints:
     truncated or corrupt is moved to checkpoints/.../damaged/ (never deleted) and forgotten, so
     the run resumes from the newest intact one; under multiworker the workers then agree on the
     newest iteration all of them hold intact (``resume_point``)."""
-    intact, damaged = [], []
-    for path in self.manager.checkpoints:
-      try:
-        reader = tf.train.load_checkpoint(path)
-        for key in reader.get_variable_to_shape_map():
-          reader.get_tensor(key)
-        intact.append(path)
-      except (tf.errors.OpError, IndexError, ValueError) as e:
-        damaged.append((path, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120]}"))
+    intact, damaged = read_whole(self.manager.checkpoints)
     if not damaged:
       return
     if not intact:
@@ -210,19 +234,7 @@ class Checkpoints:
                         + self.kept_and_advice())
 
   def kept_and_advice(self):
-    """What survives a divergence, and advice that fits this config."""
-    c, latest = self.config.train, self.latest
-    kept = (f"Nothing more was saved; the last checkpoint ({os.path.basename(latest)}, weights "
-            "finite) is intact. " if latest else "No checkpoint had been written yet. ")
-    tips = [f"lower --config.train.learning_rate (now {c.learning_rate:g}, e.g. "
-            f"{c.learning_rate / 10:g})"]
-    if not c.clip_norm or c.clip_norm > 5:
-      tips.insert(0, "clip the gradients (--config.train.clip_norm=5)")
-    elif c.optimizer == "sgd" and c.learning_rate <= 0.1:  # mu already modest: try another rule
-      tips.append("try --config.train.optimizer=adam")
-    advice = ", or ".join(tips)
-    return (kept + advice[0].upper() + advice[1:] +
-            ", then rerun in a new --workdir (this one's checkpoints fix its config).")
+    return kept_and_advice(self.config.train, self.latest)
 
 
 class Clock:
