@@ -114,7 +114,7 @@ def test_partitions():
   assert sorted(np.concatenate(dirich).tolist()) == list(range(300))
   with pytest.raises(ValueError, match="do not exist"):
     data.partition(labels, 2, "classes", classes=[[0, 1], [10]])
-  with pytest.raises(ValueError, match="2 agents but there are 3"):
+  with pytest.raises(ValueError, match="lists 2 agents but num_agents=3"):
     data.partition(labels, 3, "classes", classes=[[0], [1]])
 
 

@@ -7,9 +7,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-
-class ExportError(RuntimeError):
-  """An exported generator is missing, corrupt or has the wrong signature."""
+from tfdiffgan.errors import ExportError
 
 
 def export_generator(generator, path, latent_dim):

@@ -29,15 +29,12 @@ from tfdiffgan import optim
 from tfdiffgan import placement as placement_lib
 from tfdiffgan import topology
 from tfdiffgan import workdir as workdir_lib
+from tfdiffgan.errors import TrainingError
 
 
 def log(fmt, *args):
   """Progress lines on stdout; TensorFlow's own INFO chatter stays off."""
   print("[tfdiffgan] " + (fmt % args if args else fmt), flush=True)
-
-
-class TrainingError(RuntimeError):
-  """Training cannot go on (e.g. NaN losses); what was saved before is kept."""
 
 
 # What a collective raises when a peer worker is gone: its health check aborts (Unavailable,
