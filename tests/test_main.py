@@ -28,6 +28,26 @@ def test_version(program):
   assert r.returncode == 0 and r.stdout == f"tfdiffgan {tfdiffgan.__version__}\n", r.stderr
 
 
+@pytest.mark.parametrize("flag", ["--help", "--helpfull"])
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_help_is_a_success(program, flag):
+  r = _run([sys.executable, os.path.join(ROOT, "bin", program), flag], cwd=ROOT)
+  assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+  assert "--[no]version:" in r.stdout and not r.stderr.strip(), r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_launch_help_is_a_success(flag):
+  r = _run([sys.executable, os.path.join(ROOT, "bin", "launch"), flag], cwd=ROOT)
+  assert r.returncode == 0 and r.stdout.startswith("Launcher: N worker processes"), r.stderr
+  assert "usage: bin/launch --workers=N -- bin/train" in r.stdout and not r.stderr
+
+
+def test_launch_version():
+  r = _run([sys.executable, os.path.join(ROOT, "bin", "launch"), "--version"], cwd=ROOT)
+  assert r.returncode == 0 and r.stdout == f"tfdiffgan {tfdiffgan.__version__}\n", r.stderr
+
+
 def test_train_help_shows_its_flags_and_the_config_fields():
   r = _run([sys.executable, os.path.join(ROOT, "bin", "train"), "--help"], cwd=ROOT)
   for text in ("--config:", "--workdir:", "--[no]version:", "train.iterations = 700",
