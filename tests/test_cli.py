@@ -76,3 +76,52 @@ def test_bugs_keep_their_traceback():
   assert ValueError not in cli.KNOWN_ERRORS
   with pytest.raises(ValueError, match="a bug"):
     cli.run_or_explain(lambda: (_ for _ in ()).throw(ValueError("a bug")))
+
+
+def test_a_negative_seed_is_one_line_and_writes_nothing(tmp_path):
+  result = _bin("train", "--config=configs/mnist_noniid.py", "--config.seed=-1",
+                f"--workdir={tmp_path / 'run'}")
+  assert _one_error_line(result) == ("error: seed=-1 must be a non-negative integer; set "
+                                     "--config.seed=0, say.")
+  assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+@pytest.mark.parametrize("returned, kind", [("{'seed': 0}", "dict"), ("None", "NoneType")])
+def test_get_config_must_return_a_config_dict(tmp_path, capsys, returned, kind):
+  path = tmp_path / "cfg.py"
+  path.write_text(f"def get_config():\n  return {returned}\n")
+  with pytest.raises(SystemExit) as e:
+    cli.load_config_file(str(path))
+  assert e.value.code == 2
+  assert capsys.readouterr().err == (
+      f"error: --config={path}: get_config() returned {kind}, not an ml_collections.ConfigDict; "
+      "return one (e.g. config = tfdiffgan.configs.default.get_config(), then change its "
+      "fields).\n")
+
+
+def test_a_config_file_without_get_config_is_named(tmp_path, capsys):
+  path = tmp_path / "cfg.py"
+  path.write_text("config = {}\n")
+  with pytest.raises(SystemExit):
+    cli.load_config_file(str(path))
+  assert "defines no get_config(); a config file's get_config() returns an " \
+      "ml_collections.ConfigDict" in capsys.readouterr().err
+
+
+def test_user_errors_are_the_errors_module_s():
+  from tfdiffgan import errors  # pylint: disable=g-import-not-at-top
+  assert set(errors.USER_ERRORS) <= set(cli.KNOWN_ERRORS)
+
+
+def test_an_unwritable_cache_is_one_line_naming_tfdiffgan_cache(tmp_path):
+  regular = tmp_path / "file"
+  regular.write_text("x")
+  cmd = [sys.executable, os.path.join(ROOT, "bin", "train"), "--config=configs/mnist_iid.py",
+         f"--workdir={tmp_path / 'run'}"]
+  result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                                   TFDIFFGAN_CACHE=str(regular / "cache")))
+  line = _one_error_line(result)
+  assert line.startswith(f"error: cannot write the tfdiffgan cache at {regular / 'cache'}")
+  assert "set TFDIFFGAN_CACHE to a writable directory" in line and "--workdir" not in line
+  assert not os.path.exists(tmp_path / "run" / "config.json")

@@ -96,6 +96,32 @@ def test_source_dir_and_cache(idx_dir, cache):
     data.load_dataset("mnist", source_dir=idx_dir + "_missing")
 
 
+def test_a_file_as_source_dir_is_named_a_file(idx_dir, cache):
+  path = os.path.join(idx_dir, "train-images-idx3-ubyte.gz")
+  with pytest.raises(DataError, match=r"data.source_dir='.*train-images-idx3-ubyte.gz' is a file, "
+                                      "not a directory. Point it at a folder of IDX files"):
+    data.load_dataset("mnist", source_dir=path)
+
+
+def test_an_unwritable_cache_names_the_cache_and_tfdiffgan_cache(tmp_path, monkeypatch):
+  """The cache lives outside the workdir: the fix is $TFDIFFGAN_CACHE, not another --workdir.
+  (Root ignores file modes: a path under a regular file cannot be created by anyone.)"""
+  regular = tmp_path / "file"
+  regular.write_text("x")
+  monkeypatch.setenv("TFDIFFGAN_CACHE", str(regular / "cache"))
+  with pytest.raises(DataError) as e:
+    data.load_dataset("mnist", allow_download=False)
+  assert str(e.value) == (f"cannot write the tfdiffgan cache at {regular / 'cache'} (Not a "
+                          f"directory); the cache is $TFDIFFGAN_CACHE (now {regular / 'cache'}): "
+                          "set TFDIFFGAN_CACHE to a writable directory, or make this one writable.")
+  monkeypatch.delenv("TFDIFFGAN_CACHE")
+  monkeypatch.setenv("HOME", str(regular))  # HOME unwritable, TFDIFFGAN_CACHE unset
+  with pytest.raises(DataError, match=r"the cache is \$TFDIFFGAN_CACHE \(unset, so "
+                                      r"~/.cache/tfdiffgan\): set TFDIFFGAN_CACHE"):
+    data.load_dataset("mnist", allow_download=False)
+  assert regular.read_text() == "x"
+
+
 def test_no_source_gives_a_fix(cache):
   with pytest.raises(DataError, match="no source for mnist.*Fix"):
     data.load_dataset("mnist", allow_download=False)
@@ -114,7 +140,7 @@ def test_partitions():
   assert sorted(np.concatenate(dirich).tolist()) == list(range(300))
   with pytest.raises(ValueError, match="do not exist"):
     data.partition(labels, 2, "classes", classes=[[0, 1], [10]])
-  with pytest.raises(ValueError, match="2 agents but there are 3"):
+  with pytest.raises(ValueError, match="lists 2 agents but num_agents=3"):
     data.partition(labels, 3, "classes", classes=[[0], [1]])
 
 

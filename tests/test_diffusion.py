@@ -30,14 +30,6 @@ def _real(K, n_d, batch=4, seed=0):
                for _ in range(K))
 
 
-def test_mix_equals_numpy():
-  rng = np.random.default_rng(0)
-  A = topology.metropolis(topology.make_graph("ring", 4))
-  phi = rng.normal(size=(4, 3, 5))
-  got = diffusion.mix(tf.constant(A, tf.float32), tf.constant(phi, tf.float32)).numpy()
-  np.testing.assert_allclose(got, np.tensordot(A.T, phi, axes=1), atol=1e-6)  # w_k = sum_l a_lk phi_l
-
-
 def test_step_combine_equals_numpy_transpose_product():
   """With mu = 0 the adapt leaves w unchanged, so one round of the step must give exactly
   W_new = A^T W for every shared variable."""

@@ -15,7 +15,8 @@ from tfdiffgan import tflogs
 PROGRAMS = ("train", "evaluate", "generate", "reproduce")
 TINY = ["--config.model.width=0.125", "--config.model.d_width=0", "--config.data.batch_size=16",
         "--config.train.iterations=2", "--config.train.n_d=1", "--config.eval.final_samples=0",
-        "--config.eval.eval_every=0"]
+        "--config.eval.eval_every=0",
+        "--config.train.lr_decay=0"]  # the run is extended below: only a constant mu resumes so
 
 
 def _run(cmd, **kwargs):
@@ -25,6 +26,26 @@ def _run(cmd, **kwargs):
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_version(program):
   r = _run([sys.executable, os.path.join(ROOT, "bin", program), "--version"], cwd=ROOT)
+  assert r.returncode == 0 and r.stdout == f"tfdiffgan {tfdiffgan.__version__}\n", r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--help", "--helpfull"])
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_help_is_a_success(program, flag):
+  r = _run([sys.executable, os.path.join(ROOT, "bin", program), flag], cwd=ROOT)
+  assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+  assert "--[no]version:" in r.stdout and not r.stderr.strip(), r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_launch_help_is_a_success(flag):
+  r = _run([sys.executable, os.path.join(ROOT, "bin", "launch"), flag], cwd=ROOT)
+  assert r.returncode == 0 and r.stdout.startswith("Launcher: N worker processes"), r.stderr
+  assert "usage: bin/launch --workers=N -- bin/train" in r.stdout and not r.stderr
+
+
+def test_launch_version():
+  r = _run([sys.executable, os.path.join(ROOT, "bin", "launch"), "--version"], cwd=ROOT)
   assert r.returncode == 0 and r.stdout == f"tfdiffgan {tfdiffgan.__version__}\n", r.stderr
 
 

@@ -12,19 +12,13 @@ import sys
 
 from absl import flags
 from absl import logging
+import ml_collections
 import tensorflow as tf
 
-from tfdiffgan.config import ConfigError
-from tfdiffgan.data import DataError
-from tfdiffgan.export import ExportError
-from tfdiffgan.metrics import MetricsError
-from tfdiffgan.topology import TopologyError
-from tfdiffgan.errors import TrainingError
-from tfdiffgan.workdir import Interrupted
-from tfdiffgan.workdir import WorkdirError
+from tfdiffgan import errors
+from tfdiffgan.errors import Interrupted
 
-KNOWN_ERRORS = (ConfigError, DataError, ExportError, MetricsError, TopologyError, TrainingError,
-                WorkdirError)
+KNOWN_ERRORS = errors.USER_ERRORS
 
 
 def fail(message, code=2):
@@ -87,9 +81,17 @@ def load_config_file(path, flag="config"):
     spec = importlib.util.spec_from_file_location("_tfdiffgan_config_probe", spec_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    if not callable(getattr(module, "get_config", None)):
+      fail(f"--{flag}={path} defines no get_config(); a config file's get_config() returns an "
+           "ml_collections.ConfigDict (start from tfdiffgan.configs.default).")
+    config = module.get_config(arg) if arg else module.get_config()
   except Exception as e:  # pylint: disable=broad-except  # the user's file, not our bug
     fail(f"--{flag}={path} failed to load: {type(e).__name__}: {e}. Fix the file.")
+  if not isinstance(config, ml_collections.ConfigDict):
+    fail(f"--{flag}={path}: get_config() returned {type(config).__name__}, not an "
+         "ml_collections.ConfigDict; return one (e.g. config = tfdiffgan.configs.default."
+         "get_config(), then change its fields).")
+  return config
 
 
 def _fields(node, prefix=""):

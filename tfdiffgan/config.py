@@ -1,13 +1,25 @@
 """Config checks: catch a bad field before any work starts, and a resume that would not fit."""
 
+import glob
 import json
 import math
 import os
 
+from tfdiffgan import data
+from tfdiffgan import diffusion
+from tfdiffgan import exchange
+from tfdiffgan import files
+from tfdiffgan import models
+from tfdiffgan import optim
+from tfdiffgan import placement
+from tfdiffgan import seeds
+from tfdiffgan import topology
+from tfdiffgan.errors import ConfigError
+
 MODES = ("diffusion", "noncooperative", "centralized", "fusion", "gossip")
 
 # Fields that may change between a run and its resumption: they schedule or log, they do not
-# change what is being trained.
+# change what is being trained (train.iterations only while train.lr_decay = 0: check_resume).
 RESUMABLE_FIELDS = ("train.iterations", "train.log_every", "train.checkpoint_every",
                     "train.collective_timeout",
                     "train.sample_every", "train.keep_checkpoints", "eval.")
@@ -19,9 +31,6 @@ ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "train.collective_timeout": 0.0, "train.ema_decay": 0.0,
                 "train.lr_decay": 0.0, "model.d_width": 0.0,
                 "model.minibatch_std": False, "model.pack": 1}
-
-
-from tfdiffgan.errors import ConfigError
 
 
 def _numbers(node, prefix=""):
@@ -36,6 +45,13 @@ def _numbers(node, prefix=""):
       yield field, value
 
 
+def _get(config, field):
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  return value
+
+
 def _choice(value, allowed, field):
   if value not in allowed:
     raise ConfigError(f"{field}={value!r} is not one of {allowed}; set --config.{field}=...")
@@ -47,83 +63,58 @@ def _positive(value, field, allow_zero=False):
                       "number.")
 
 
+def _positive_int(config, field):
+  value = _get(config, field)
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ConfigError(f"{field}={value!r} must be a positive integer.")
+
+
 def validate(config):
-  """Raises ConfigError naming the first bad field."""
-  from tfdiffgan import data, diffusion, exchange, optim, topology  # pylint: disable=g-import-not-at-top
+  """Raises ConfigError naming the first bad field: the generic checks (every number finite, the
+  seed, num_agents), then each module's check of its own part of the config."""
   for field, value in _numbers(config):
     if not math.isfinite(value):
       raise ConfigError(f"{field}={value!r} is not a finite number; set --config.{field}=... "
                         "to a real value.")
-  _choice(config.data.name, data.DATASETS, "data.name")
-  _choice(config.data.partition, ("iid", "classes", "dirichlet"), "data.partition")
-  _choice(config.train.mode, MODES, "train.mode")
-  _choice(config.train.optimizer, optim.OPTIMIZERS, "train.optimizer")
-  _choice(config.train.loss, diffusion.LOSSES, "train.loss")
-  _choice(config.train.strategy, diffusion.STRATEGIES, "train.strategy")
-  _choice(config.train.exchange, ("auto",) + exchange.EXCHANGES, "train.exchange")
+  seeds.check(config.seed)
+  _positive_int(config, "num_agents")
+  data.check_config(config)
+  models.check_config(config)
+  optim.check_config(config)
+  placement.check_config(config)
+  exchange.check_config(config)
+  check_run(config)
+  # topology's own fields (topology.py keeps no check_config yet: its schedules are moving out)
   _choice(config.topology.graph, topology.GRAPHS, "topology.graph")
   _choice(config.topology.rule, topology.RULES, "topology.rule")
-  for field in ("num_agents", "data.batch_size", "train.n_d", "train.n_g", "train.log_every",
-                "train.checkpoint_every", "train.sample_every", "train.keep_checkpoints",
-                "model.latent_dim", "model.pack"):
-    value = config
-    for part in field.split("."):
-      value = value[part]
-    if not isinstance(value, int) or value < 1:
-      raise ConfigError(f"{field}={value!r} must be a positive integer.")
+  topology.check_faults(config)
+
+
+def check_run(config):
+  """The run's own fields (mode, loss, rounds, loop cadence, averaging, warm start, read-outs):
+  what the run's loop consumes, checked here until the run has a module of its own."""
+  _choice(config.train.mode, MODES, "train.mode")
+  _choice(config.train.loss, diffusion.LOSSES, "train.loss")
+  for field in ("train.n_d", "train.n_g", "train.log_every", "train.checkpoint_every",
+                "train.sample_every", "train.keep_checkpoints"):
+    _positive_int(config, field)
   for field in ("eval.eval_every", "eval.final_samples"):
-    value = config.eval[field.split(".")[1]]
+    value = _get(config, field)
     if not isinstance(value, int) or value < 0:
       raise ConfigError(f"{field}={value!r} must be a non-negative integer (0 turns it off).")
   if config.eval.periodic_samples < 2:
     raise ConfigError("eval.periodic_samples must be at least 2.")
   _positive(config.train.iterations, "train.iterations", allow_zero=True)
-  if config.train.learning_rate == 0:
-    raise ConfigError("train.learning_rate=0 means no agent ever learns (phi = w): the run would "
-                      "only average its initial weights. Set a positive step size, e.g. "
-                      "--config.train.learning_rate=0.05.")
-  _positive(config.train.learning_rate, "train.learning_rate")
-  if config.data.batch_size % config.model.pack:
-    raise ConfigError(f"model.pack={config.model.pack} must divide data.batch_size="
-                      f"{config.data.batch_size}: D scores the batch in groups of model.pack "
-                      "images. Choose a batch size that is a multiple of it, or model.pack=1.")
-  _positive(config.train.clip_norm, "train.clip_norm", allow_zero=True)
-  _positive(config.model.width, "model.width")
-  _positive(config.model.d_width, "model.d_width", allow_zero=True)
   _positive(config.train.collective_timeout, "train.collective_timeout", allow_zero=True)
-  decay = config.train.lr_decay
-  if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
-    raise ConfigError(f"train.lr_decay={decay!r} must be in [0, 1): the step size falls linearly "
-                      "from mu to (1 - lr_decay) mu over train.iterations (0: constant, the "
-                      "paper's).")
   ema = config.train.ema_decay
   if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
     raise ConfigError(f"train.ema_decay={ema!r} must be in [0, 1): 0 turns generator averaging "
                       "off, 0.99-0.999 averages over the last 100-1000 iterations.")
-  if config.train.strategy != "default" and config.train.mode == "centralized":
-    raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
-                      "replicas or workers: use --config.train.strategy=default.")
-  if config.train.exchange == "local" and config.train.strategy != "default":
-    raise ConfigError(f"train.exchange=local keeps every agent in one replica, but "
-                      f"train.strategy={config.train.strategy} spreads them: use allgather or "
-                      "neighbors (or auto).")
-  if config.train.strategy == "mirrored":
-    if not isinstance(config.train.replicas, int) or config.train.replicas < 1 or \
-        config.num_agents % config.train.replicas:
-      raise ConfigError(f"train.replicas={config.train.replicas!r} must be a positive divisor of "
-                        f"num_agents={config.num_agents}: each replica owns K/R agents.")
   if config.train.init_from and not (os.path.isdir(config.train.init_from) or
                                      os.path.exists(config.train.init_from + ".index")):
     raise ConfigError(f"train.init_from={config.train.init_from!r} is neither a workdir nor a "
-                      "checkpoint prefix (PATH.index missing); point it at a finished run's workdir.")
-  if config.data.partition == "dirichlet":
-    _positive(config.data.dirichlet_alpha, "data.dirichlet_alpha")
-  if config.data.partition == "classes":
-    data.check_classes(config.data.classes, config.num_agents)
-  topology.check_faults(config)
-  if config.data.partition == "classes" and len(config.data.classes) != config.num_agents:
-    raise ConfigError(f"data.classes lists {len(config.data.classes)} agents but num_agents="
-                      f"{config.num_agents}; give one list of classes per agent.")
+                      "checkpoint prefix (PATH.index missing); point it at a finished run's "
+                      "workdir.")
 
 
 def to_dict(config):
@@ -140,15 +131,21 @@ def _flatten(d, prefix=""):
   return out
 
 
+def has_checkpoint(workdir):
+  """True when the workdir holds a checkpoint of any process: checkpoints/checkpoint (one process)
+  or checkpoints/worker-N/checkpoint (each worker of a multiworker run)."""
+  root = os.path.join(workdir, "checkpoints")
+  return os.path.exists(os.path.join(root, "checkpoint")) or bool(
+      glob.glob(os.path.join(root, "worker-*", "checkpoint")))
+
+
 def check_resume(workdir, config):
   """Refuses to resume a workdir whose saved config trains something else. A workdir without a
   checkpoint holds nothing to resume (e.g. a start that failed), so any config may use it."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path) or not os.path.exists(os.path.join(workdir, "checkpoints",
-                                                                 "checkpoint")):
+  if not os.path.exists(path) or not has_checkpoint(workdir):
     return
-  with open(path) as f:
-    saved = {**ADDED_FIELDS, **_flatten(json.load(f))}
+  saved = {**ADDED_FIELDS, **_flatten(files.read_json(path))}
   new = _flatten(to_dict(config))
   diffs = [f"{k}: saved {saved.get(k)!r}, now {new.get(k)!r}"
            for k in sorted(set(saved) | set(new))
@@ -157,6 +154,14 @@ def check_resume(workdir, config):
     raise ConfigError(f"{workdir} holds a run with a different config, so it cannot be resumed:\n  "
                       + "\n  ".join(diffs) +
                       "\nUse a new --workdir, or restore these values to resume the saved run.")
+  before, now = saved.get("train.iterations"), new.get("train.iterations")
+  if before != now and new.get("train.lr_decay"):
+    # mu_i = mu (1 - lr_decay i / train.iterations): another total moves every later step size
+    raise ConfigError(f"train.iterations={now} cannot resume {workdir} (saved {before}) while "
+                      f"train.lr_decay={new['train.lr_decay']}: the step size depends on the "
+                      "total, so it would jump at the resume. Keep "
+                      f"--config.train.iterations={before}, or train runs to extend with "
+                      "train.lr_decay=0.")
 
 
 def upgrade(config):
@@ -170,7 +175,4 @@ def upgrade(config):
 
 def write(workdir, config):
   os.makedirs(workdir, exist_ok=True)
-  tmp = os.path.join(workdir, "config.json.tmp")
-  with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2))
-  os.replace(tmp, os.path.join(workdir, "config.json"))
+  files.write_text(os.path.join(workdir, "config.json"), config.to_json(indent=2))

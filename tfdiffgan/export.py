@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import tensorflow as tf
 import keras
+
 from tfdiffgan.errors import ExportError
-
-
 
 
 def export_generator(generator, path, latent_dim):

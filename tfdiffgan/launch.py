@@ -16,11 +16,11 @@ import subprocess
 import sys
 import threading
 import time
+
+import tfdiffgan
 from tfdiffgan.errors import LaunchError
 
 GRACE_SECONDS = 10
-
-
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -137,6 +137,13 @@ def main(argv=None):
   usage = ("usage: bin/launch --workers=N -- bin/train --config=CONFIG --workdir=DIR "
            "--config.train.strategy=multiworker [--config.train.exchange=neighbors] ...\n"
            "       (installed: tfdiffgan-launch --workers=N -- tfdiffgan-train ...)")
+  own = argv[:argv.index("--")] if "--" in argv else argv
+  if any(flag in ("-h", "--help", "--helpfull") for flag in own):
+    print(f"{__doc__.splitlines()[0]}\n\n{usage}")
+    return 0
+  if "--version" in own:
+    print(f"tfdiffgan {tfdiffgan.__version__}")
+    return 0
   if "--" not in argv:
     print(f"error: separate the launcher's flags from the command with '--'.\n{usage}",
           file=sys.stderr)
@@ -145,9 +152,6 @@ def main(argv=None):
   own, command = argv[:split], argv[split + 1:]
   workers = None
   for flag in own:
-    if flag in ("-h", "--help"):
-      print(usage)
-      return 0
     if flag.startswith("--workers="):
       try:
         workers = int(flag.split("=", 1)[1])

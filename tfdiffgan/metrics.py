@@ -21,6 +21,7 @@ import tensorflow as tf
 import keras
 
 from tfdiffgan import data as data_lib
+from tfdiffgan import files
 from tfdiffgan.errors import MetricsError
 
 # Per dataset: the recipe is part of every FID, so changing it bumps that dataset's version.
@@ -37,8 +38,6 @@ COVERAGE_THRESHOLD = 0.05  # a class is covered when it holds at least 5% of the
 # other) does not count as coverage: robust coverage needs both to give a class 5% or more.
 CHECK_VERSION = 1
 CLASSIFIER_SEED = {"main": 0, "check": 1}
-
-
 
 
 # --------------------------------------------------------------------- feature classifier
@@ -141,9 +140,9 @@ def load_classifier(dataset, arrays=None, verbose=False, role="main"):
     print(f"[metrics] training the {dataset} {role} feature classifier (once; cached in "
           f"{data_lib.cache_dir()})", flush=True)
   clf = train_classifier(dataset, arrays=arrays, verbose=verbose, role=role)
-  clf.model.save(model_path)
-  with open(info_path, "w") as f:
-    json.dump(clf.describe(), f)
+  with data_lib.cache_writes(model_path):
+    clf.model.save(model_path)
+    files.write_json(info_path, clf.describe())
   if verbose:
     print(f"[metrics] {role} classifier test accuracy {clf.accuracy:.4f}", flush=True)
   return clf

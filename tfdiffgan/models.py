@@ -12,6 +12,7 @@ from keras import layers
 import tensorflow as tf
 
 from tfdiffgan.data import IMAGE_SHAPE
+from tfdiffgan.errors import ConfigError
 
 
 def _init(kind):
@@ -143,3 +144,22 @@ def recalibrate_batchnorm(model, inputs):
       layer.moving_variance.assign(variance)
     x = layer(x, training=False)
   return model
+
+
+def check_config(config):
+  """The model section: widths, latent size, and a pack that splits every batch evenly."""
+  m = config.model
+  for field in ("latent_dim", "pack"):
+    value = m[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"model.{field}={value!r} must be a positive integer.")
+  for field, allow_zero in (("width", False), ("d_width", True)):  # d_width 0: model.width
+    value = m[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or (
+        value == 0 and not allow_zero):
+      raise ConfigError(f"model.{field}={value!r} must be a "
+                        f"{'non-negative' if allow_zero else 'positive'} number.")
+  if config.data.batch_size % m.pack:
+    raise ConfigError(f"model.pack={m.pack} must divide data.batch_size={config.data.batch_size}: "
+                      "D scores the batch in groups of model.pack images. Choose a batch size that "
+                      "is a multiple of it, or model.pack=1.")

@@ -8,7 +8,33 @@ trackables, and keep their state (Adam moments) local to one agent.
 
 import tensorflow as tf
 
+from tfdiffgan.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "adam")
+
+
+def check_config(config):
+  """The adapt step's fields: optimizer, step size mu, its decay, gradient clip, Adam's beta1."""
+  t = config.train
+  if t.optimizer not in OPTIMIZERS:
+    raise ConfigError(f"train.optimizer={t.optimizer!r} is not one of {OPTIMIZERS}; set "
+                      "--config.train.optimizer=...")
+  if t.learning_rate == 0:
+    raise ConfigError("train.learning_rate=0 means no agent ever learns (phi = w): the run would "
+                      "only average its initial weights. Set a positive step size, e.g. "
+                      "--config.train.learning_rate=0.05.")
+  _number(t.learning_rate, "train.learning_rate", "must be a positive number.", lambda v: v > 0)
+  _number(t.clip_norm, "train.clip_norm", "must be a non-negative number.", lambda v: v >= 0)
+  _number(t.lr_decay, "train.lr_decay",
+          "must be in [0, 1): the step size falls linearly from mu to (1 - lr_decay) mu over "
+          "train.iterations (0: constant, the paper's).", lambda v: 0 <= v < 1)
+  _number(t.beta1, "train.beta1", "must be in [0, 1): Adam's first-moment decay (0.5 for GANs).",
+          lambda v: 0 <= v < 1)
+
+
+def _number(value, field, rule, ok):
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+    raise ConfigError(f"{field}={value!r} {rule}")
 
 
 def clip(grads_and_vars, clip_norm):

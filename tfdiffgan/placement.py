@@ -12,7 +12,31 @@ import os
 from tfdiffgan.errors import ConfigError
 from tfdiffgan.errors import PlacementError
 
+# default: one process, one replica, every agent; mirrored: train.replicas replicas in one process;
+# multiworker: one replica per worker process (TF_CONFIG).
+STRATEGIES = ("default", "mirrored", "multiworker")
 
+
+def check_config(config):
+  """How the agents are spread: the strategy, and a replica count that divides K."""
+  t = config.train
+  if t.strategy not in STRATEGIES:
+    raise ConfigError(f"train.strategy={t.strategy!r} is not one of {STRATEGIES}; set "
+                      "--config.train.strategy=...")
+  if t.strategy != "default" and t.mode == "centralized":
+    raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
+                      "replicas or workers: use --config.train.strategy=default.")
+  if t.strategy == "mirrored":
+    if isinstance(t.replicas, bool) or not isinstance(t.replicas, int) or t.replicas < 1 or \
+        config.num_agents % t.replicas:
+      raise ConfigError(f"train.replicas={t.replicas!r} must be a positive divisor of "
+                        f"num_agents={config.num_agents} ({_divisors(config.num_agents)}): each "
+                        "replica owns K/R agents.")
+
+
+def _divisors(K):
+  """The worker counts K agents split evenly over, written as a list (not a range)."""
+  return ", ".join(str(d) for d in range(1, K + 1) if K % d == 0)
 
 
 class Placement:
@@ -23,10 +47,9 @@ class Placement:
     if N < 1 or K < 1:
       raise PlacementError(f"need at least one agent and one worker (got K={K}, N={N}).")
     if K % N:
-      divisors = [d for d in range(1, K + 1) if K % d == 0]
       raise PlacementError(f"{K} agents cannot be spread evenly over {N} workers: each worker "
-                           f"owns K/N agents. Use a number of workers in {divisors}, or change "
-                           "num_agents.")
+                           f"owns K/N agents. Use one of these numbers of workers: "
+                           f"{_divisors(K)}; or change num_agents.")
     self.num_agents, self.num_workers, self.per_worker = K, N, K // N
 
   def agents_of(self, worker):

@@ -14,17 +14,16 @@ import shutil
 import signal
 import socket
 import sys
-from tfdiffgan.errors import WorkdirError, Interrupted
+
+from tfdiffgan import files
+from tfdiffgan.errors import Interrupted  # pylint: disable=unused-import  (workdir.Interrupted)
+from tfdiffgan.errors import WorkdirError
 
 LOCK_NAME = ".lock"
 TIMES_NAME = "train_seconds.json"  # under checkpoints/: cumulative training time per checkpoint
 # errnos that mean "the workdir cannot take this write", not "the program has a bug"
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                errno.EISDIR, errno.EEXIST, errno.EFBIG)
-
-
-
-
 
 
 def prepare(workdir):
@@ -146,12 +145,7 @@ def lock(workdir, name=LOCK_NAME):
 # ------------------------------------------------------------------------------ atomic writes
 
 
-def write_json(path, obj):
-  """Writes JSON through a temporary file and a rename: a crash leaves the old file or the new."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
+write_json = files.write_json  # callers use workdir.write_json: the one atomic writer
 
 
 def truncate_jsonl(path, iteration, keep_last=True):
@@ -163,10 +157,7 @@ def truncate_jsonl(path, iteration, keep_last=True):
     lines = [l for l in f if l.strip()]
   keep = [l for l in lines if json.loads(l).get("iteration", 0) < iteration + int(keep_last)]
   if len(keep) != len(lines):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, path)
+    files.write_text(path, "".join(keep))
   return len(lines) - len(keep)
 
 

@@ -20,6 +20,7 @@ from tfdiffgan import tflogs
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("version", False, "Print tfdiffgan's version and exit.")
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 _VERBOSITY = re.compile(r"(--verbosity|-v|--v)(=|$)")
 
 
@@ -54,4 +55,9 @@ def run(main, module_name, usage):
   for flag in FLAGS.get_key_flags_for_module(module_name) + [FLAGS["version"]]:
     FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   from tfdiffgan import cli  # pylint: disable=g-import-not-at-top  (imports TensorFlow: after the log choice)
-  app.run(main, flags_parser=cli.parse_flags)
+  try:
+    app.run(main, flags_parser=cli.parse_flags)
+  except SystemExit as e:
+    if e.code == 1 and any(a.split("=", 1)[0] in HELP_FLAGS for a in args):
+      sys.exit(0)  # absl exits 1 after printing help; asking for help is a success
+    raise
