@@ -429,14 +429,14 @@ def test_link_failures_and_dropouts_train_and_count_surviving_links(tmp_path, id
   for mode in ("diffusion", "gossip"):
     clean = run_lib.Run(tiny_config(idx_dir, **base, **{"train.mode": mode}),
                             str(tmp_path / f"{mode}0"))
-    assert not isinstance(clean.schedule, topology.FaultySchedule)
+    assert not isinstance(clean.network.schedule, topology.FaultySchedule)
     faulty = run_lib.Run(tiny_config(idx_dir, **base, **{
         "train.mode": mode, "topology.link_failure": 0.5, "topology.agent_dropout": 0.3}),
         str(tmp_path / f"{mode}1"))
     record = faulty.train()
     assert np.isfinite(record["final_d_loss"]).all() and np.isfinite(record["final_g_loss"]).all()
     assert 0 < faulty.network.lambda2 < 1
-    sent_clean = sum(clean.schedule.messages(i) @ clean.params_per_round for i in range(2)) / 2
+    sent_clean = sum(clean.network.schedule.messages(i) @ clean.network.params_per_round for i in range(2)) / 2
     assert 0 < record["parameters_sent_per_iteration"] < sent_clean
 
 
