@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdiffgan import diffusion
+from tfdiffgan import seeds
 from tfdiffgan.models import combined_variables
 
 
@@ -20,7 +21,7 @@ class NaiveStep:
     self.n_d, self.n_g, self.latent_dim, self.loss = n_d, n_g, latent_dim, loss
     self.generators, self.discriminators = generators, discriminators
     self.d_opt, self.g_opt = d_optimizers, g_optimizers
-    self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1))
+    self.noise = [tf.random.Generator.from_seed(seeds.noise(seed, k))
                   for k in range(self.K)]
     self.d_fn = [tf.function(lambda real, z, k=k: self._d(k, real, z)) for k in range(self.K)]
     self.g_fn = [tf.function(lambda z, k=k: self._g(k, z)) for k in range(self.K)]

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import make_idx_dir, write_idx
 from tfdiffgan import data
+from tfdiffgan import seeds
 from tfdiffgan.data import DataError
 
 
@@ -177,7 +178,7 @@ def test_agent_batches_depend_on_its_own_seed_only():
   tf.random.set_seed(99)
   alone = next(iter(data.network_pipeline(shards[2:3], 5, 2, seed=3, agent_ids=[2])))[0].numpy()
   np.testing.assert_array_equal(alone, four[2])
-  reversed_order = [data.agent_pipeline(shards[k], 5, 2, data.agent_seed(3, k))
+  reversed_order = [data.agent_pipeline(shards[k], 5, 2, seeds.data_order(3, k))
                     for k in (3, 2, 1, 0)]
   np.testing.assert_array_equal(next(iter(reversed_order[1])).numpy(), four[2])
   assert not np.array_equal(four[0], four[1][:, :, :, :])  # agents draw differently

@@ -26,6 +26,7 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan import seeds
 from tfdiffgan.errors import ConfigError
 from tfdiffgan.errors import DataError
 
@@ -437,17 +438,12 @@ def agent_pipeline(images_uint8, batch_size, rounds, seed, skip_iterations=0):
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def agent_seed(seed, agent):
-  """Agent k's own data seed: the run's seed and the agent's global id, nothing else."""
-  return seed * 1000 + agent
-
-
 def network_pipeline(shards, batch_size, rounds, seed, skip_iterations=0, agent_ids=None):
   """Zips the pipelines of the agents this process owns (``agent_ids``, default 0..len-1): each
   element is a tuple of tensors [rounds, B, 28, 28, 1], one per agent."""
   agent_ids = range(len(shards)) if agent_ids is None else agent_ids
   return tf.data.Dataset.zip(tuple(
-      agent_pipeline(s, batch_size, rounds, agent_seed(seed, k), skip_iterations)
+      agent_pipeline(s, batch_size, rounds, seeds.data_order(seed, k), skip_iterations)
       for k, s in zip(agent_ids, shards))).prefetch(2)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdiffgan import exchange as exchange_lib
+from tfdiffgan import seeds
 from tfdiffgan.exchange import mix  # pylint: disable=unused-import (the combine, eq. 10b)
 from tfdiffgan.models import combined_variables
 from tfdiffgan.placement import Placement
@@ -169,7 +170,7 @@ class DiffusionStep:
     # not n_d (trace time and graph size stay flat in n_d). Otherwise unrolled: collectives
     # (all_gather, pairwise gathers) are not supported inside a while loop across replicas.
     self.loop_rounds = loop_rounds and self.exchange.name == "local"
-    self.noise = [tf.random.Generator.from_seed(seed * 7919 + 104729 * (k + 1))
+    self.noise = [tf.random.Generator.from_seed(seeds.noise(seed, k))
                   for k in self.agent_ids]
     self.d_vars = [combined_variables(d) for d in self.discriminators]
     self.g_vars = [combined_variables(g) for g in self.generators]
