@@ -84,3 +84,22 @@ def test_a_run_refused_at_start_up_leaves_no_workdir(tmp_path, idx_dir):
   with pytest.raises(ConfigError, match="fewer than data.batch_size"):
     run_lib.train_and_evaluate(tiny_config(idx_dir, **{"data.batch_size": 100000}), str(workdir))
   assert not workdir.exists()
+
+
+@pytest.mark.e2e
+def test_evaluate_reads_checkpoints_without_building_or_resuming_a_run(tmp_path, idx_dir, capsys):
+  """A workdir without exports: bin/evaluate's generators come from the newest checkpoint,
+  equal to the run's own, and nothing claims the run was resumed."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "run")
+  r = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2, "train.ema_decay": 0.5}),
+                  workdir)
+  r.train()
+  shutil.rmtree(os.path.join(workdir, "export"))
+  capsys.readouterr()
+  _, gens = evaluate.workdir_generators(workdir)
+  assert "resumed" not in capsys.readouterr().out
+  z = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
+  for (name, generate, latent), g in zip(gens, r.step.ema_generators):
+    assert latent == 16
+    np.testing.assert_allclose(np.asarray(generate(z)), g(z, training=False).numpy(), atol=1e-6)
