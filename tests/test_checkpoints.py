@@ -63,3 +63,27 @@ def test_every_checkpoint_damaged_is_refused_and_nothing_moved(tmp_path, idx_dir
   with pytest.raises(TrainingError, match=r"every checkpoint in .* is damaged \(ckpt-2: "):
     run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 4}), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
+
+
+def test_multiworker_falls_back_to_the_newest_iteration_every_worker_holds_intact(
+    tmp_path, idx_dir):
+  """Worker 1's ckpt-4 is damaged: both workers resume from ckpt-2 and end where a run never
+  damaged ends."""
+  from test_multiworker import _agent_weights, _launch, _matrix_file, _train_flags  # pylint: disable=g-import-not-at-top
+  matrix = _matrix_file(tmp_path)
+  flags = lambda workdir, n: _train_flags(idx_dir, workdir, matrix,
+                                          "--config.train.strategy=multiworker",
+                                          "--config.train.checkpoint_every=2", iterations=n)
+  straight, damaged = str(tmp_path / "straight"), str(tmp_path / "damaged")
+  for workdir, n in ((straight, 6), (damaged, 4)):
+    result = _launch(2, *flags(workdir, n))
+    assert result.returncode == 0, result.stdout[-3000:]
+  _truncate(os.path.join(damaged, "checkpoints", "worker-1", "ckpt-4.data-00000-of-00001"))
+  result = _launch(2, *flags(damaged, 6))
+  assert result.returncode == 0, result.stdout[-3000:]
+  assert "worker-1/ckpt-4 is damaged" in result.stdout
+  assert result.stdout.count("ckpt-2 at iteration 2") == 2, result.stdout[-3000:]
+  want, got = _agent_weights(straight), _agent_weights(damaged)
+  assert set(want) == set(got)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)

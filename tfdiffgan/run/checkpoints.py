@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management  # pylint: disable=g-direct-tensorflow-import  (timestamps kept)
 
 from tfdiffgan import files
 from tfdiffgan import models
@@ -137,8 +138,13 @@ class Checkpoints:
         os.replace(f, os.path.join(aside, os.path.basename(f)))
       build.log("%s is damaged (%s): moved to %s, falling back to %s", path, why, aside,
                 os.path.basename(intact[-1]))
-    tf.compat.v1.train.update_checkpoint_state(self.directory, intact[-1],
-                                               all_model_checkpoint_paths=intact)
+    # the manager keeps only checkpoints with a timestamp: keep those of the intact ones
+    state = tf.train.get_checkpoint_state(self.directory)
+    stamps = dict(zip(state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps))
+    checkpoint_management.update_checkpoint_state_internal(
+        self.directory, intact[-1], all_model_checkpoint_paths=intact,
+        all_model_checkpoint_timestamps=[stamps.get(p, time.time()) for p in intact],
+        last_preserved_timestamp=state.last_preserved_timestamp)
     self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                               max_to_keep=self.config.train.keep_checkpoints)
 
