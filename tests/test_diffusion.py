@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from tfdiffgan import diffusion, models, optim, topology
+from tfdiffgan import diffusion, models, optim, schedule, topology
 
 
 def _agents(K, lr=0.05, seed=0, optimizer="sgd", A=None, n_d=1, n_g=1, agent_ids=None,
@@ -137,7 +137,7 @@ def test_offline_agent_neither_adapts_nor_mixes():
   A = np.full((K, K), 1 / K)
   real = _real(K, 1)
   offline = np.array([[1, 1, 0], [1, 1, 0]], np.float32)
-  A_t = np.stack([topology.degrade(A, np.outer(o == 0, np.ones(K)) > 0) for o in offline])
+  A_t = np.stack([schedule.degrade(A, np.outer(o == 0, np.ones(K)) > 0) for o in offline])
   step = _agents(K, A=A)
   before = [v.numpy() for v in step.generators[2].weights + step.discriminators[2].weights]
   out = step(real, A_t, offline)

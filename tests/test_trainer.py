@@ -15,6 +15,7 @@ from conftest import ROOT, tiny_config
 from tfdiffgan import models
 from tfdiffgan import topology
 from tfdiffgan import run as run_lib
+from tfdiffgan import schedule as schedule_lib
 from tfdiffgan.run import sync as sync_lib
 from tfdiffgan import workdir as workdir_lib
 from tfdiffgan.config import ConfigError
@@ -429,7 +430,7 @@ def test_link_failures_and_dropouts_train_and_count_surviving_links(tmp_path, id
   for mode in ("diffusion", "gossip"):
     clean = run_lib.Run(tiny_config(idx_dir, **base, **{"train.mode": mode}),
                             str(tmp_path / f"{mode}0"))
-    assert not isinstance(clean.network.schedule, topology.FaultySchedule)
+    assert not isinstance(clean.network.schedule, schedule_lib.FaultySchedule)
     faulty = run_lib.Run(tiny_config(idx_dir, **base, **{
         "train.mode": mode, "topology.link_failure": 0.5, "topology.agent_dropout": 0.3}),
         str(tmp_path / f"{mode}1"))

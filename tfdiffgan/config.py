@@ -12,6 +12,7 @@ from tfdiffgan import files
 from tfdiffgan import models
 from tfdiffgan import optim
 from tfdiffgan import placement
+from tfdiffgan import schedule
 from tfdiffgan import seeds
 from tfdiffgan import topology
 from tfdiffgan.errors import ConfigError
@@ -84,10 +85,8 @@ def validate(config):
   placement.check_config(config)
   exchange.check_config(config)
   check_run(config)
-  # topology's own fields (topology.py keeps no check_config yet: its schedules are moving out)
-  _choice(config.topology.graph, topology.GRAPHS, "topology.graph")
-  _choice(config.topology.rule, topology.RULES, "topology.rule")
-  topology.check_faults(config)
+  topology.check_config(config)
+  schedule.check_config(config)
 
 
 def check_run(config):

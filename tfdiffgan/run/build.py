@@ -19,7 +19,7 @@ from tfdiffgan import models
 from tfdiffgan import optim
 from tfdiffgan import placement as placement_lib
 from tfdiffgan import seeds
-from tfdiffgan import topology
+from tfdiffgan import schedule as schedule_lib
 from tfdiffgan.errors import PlacementError
 
 
@@ -68,43 +68,6 @@ def check_replica_id(cluster):
                          f"{replica} of {cluster.strategy.num_replicas_in_sync}; tfdiffgan needs "
                          "one replica per worker, numbered as the workers: one CPU or GPU per "
                          "worker process (bin/launch sets this up).")
-
-
-def build_network(config, num_data_agents):
-  """The mode's combination schedule, its (mean) matrix A and the number of agents, with the
-  topology's random link failures and agent dropouts (none by default)."""
-  schedule, A, K = base_network(config, num_data_agents)
-  if K == 1:
-    return schedule, A, K
-  schedule, A = topology.with_faults(schedule, A, config.topology, seed=config.seed)
-  return schedule, A, K
-
-
-def base_network(config, num_data_agents):
-  """The mode's combination schedule, its (mean) matrix A and the number of agents.
-
-  diffusion: A from the topology every round; noncooperative: A = I; centralized: one GAN on the
-  union of the shards; fusion: the network mean every topology.fusion_period rounds (FedGAN);
-  gossip: random pairwise averaging over the graph's edges.
-  """
-  mode, K = config.train.mode, num_data_agents
-  rounds = config.train.n_d + config.train.n_g
-  t = config.topology
-  if mode == "centralized":
-    return topology.StaticSchedule(np.ones((1, 1)), rounds), np.ones((1, 1)), 1
-  if mode == "noncooperative":
-    return topology.StaticSchedule(np.eye(K), rounds), np.eye(K), K
-  if mode == "fusion":
-    p = t.fusion_period
-    A = np.full((K, K), 1.0 / (K * p)) + (1 - 1.0 / p) * np.eye(K)  # the mean over a period
-    return topology.FusionSchedule(K, p, rounds), A, K
-  if mode == "gossip":
-    graph = topology.make_graph(t.graph, K, seed=config.seed, p=t.p, k=t.k, edge_list=t.edge_list)
-    schedule = topology.GossipSchedule(graph, rounds, seed=config.seed)
-    A = np.mean([schedule.matrices(i) for i in range(200)], axis=(0, 1))  # E[A_t], estimated
-    return schedule, A, K
-  A = topology.combination_matrix(t, K, seed=config.seed)
-  return topology.StaticSchedule(A, rounds), A, K
 
 
 def discriminator_width(config):
@@ -194,7 +157,8 @@ def build(config, cluster):
   agent_ids = placement.agents_of(cluster.worker) if cluster.multiworker else list(range(K))
   shards, labels, arrays = load_shards(config, None if centralized else agent_ids,
                                        verbose=cluster.chief)
-  schedule, A, K = build_network(config, config.num_agents)
+  schedule = schedule_lib.build(config, config.num_agents)
+  A, K = schedule.mean_matrix(), schedule.K
   batch_size = config.data.batch_size
   if centralized:  # same samples per iteration as K agents of batch B
     shards, batch_size = [np.concatenate(shards)], config.data.batch_size * config.num_agents
@@ -205,4 +169,4 @@ def build(config, cluster):
   d_params, g_params = count(step.discriminators[0]), count(step.generators[0])
   params = np.array([d_params] * config.train.n_d + [g_params] * config.train.n_g, np.float64)
   return Network(config, cluster, placement, agent_ids, shards, labels, arrays, schedule, A, K,
-                 batch_size, step, topology.rate(schedule, A), params)
+                 batch_size, step, schedule.rate(), params)

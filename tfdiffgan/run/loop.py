@@ -7,7 +7,6 @@ import time
 import numpy as np
 
 from tfdiffgan import data as data_lib
-from tfdiffgan import topology
 from tfdiffgan import workdir as workdir_lib
 from tfdiffgan.errors import Interrupted, TrainingError
 from tfdiffgan.run import build
@@ -74,7 +73,7 @@ def train(run, stop):
   out = None
   for i in range(start, total):
     t0 = time.time()
-    out = n.step(next(batches), **topology.step_inputs(n.schedule, i),   # collectives: exchange
+    out = n.step(next(batches), **n.schedule.step_inputs(i),   # collectives: exchange
                  lr_scale=1.0 - c.train.lr_decay * i / total)
     sent += float(n.schedule.messages(i) @ n.params_per_round)
     losses, present = checked_losses(out, n.schedule, i, c.train.n_d, ck)
