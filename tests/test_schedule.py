@@ -80,9 +80,18 @@ def test_the_mean_square_rate_uses_a_a_transpose():
 
 
 def test_fusion_mean_matrix_is_the_average_over_a_period():
-  s = schedule.FusionSchedule(4, period=3, rounds=6)
+  s = schedule.FusionSchedule(4, period=3, n_d=5, n_g=1)
   estimated = np.mean([s.matrices(i) for i in range(30)], axis=(0, 1))
   np.testing.assert_allclose(s.mean_matrix(), estimated, atol=1e-12)
+
+
+def test_fusion_rate_is_the_mean_square_rate_with_and_without_faults():
+  """Averaging rounds are J, the others I: E[A A^T] = E[A], so the rate is
+  sqrt(1 - 2 / (rounds * period)); a fault wrapper that drops nothing estimates the same."""
+  s = schedule.FusionSchedule(5, period=2, n_d=2, n_g=1)
+  assert s.rate() == pytest.approx(np.sqrt(1 - 2 / 6), rel=1e-12)
+  never = schedule.FaultySchedule(s, 5, agent_dropout=1e-12, seed=0)
+  assert never.rate() == pytest.approx(s.rate(), rel=1e-12)
 
 
 def test_schedule_fields_are_checked():
@@ -94,16 +103,19 @@ def test_schedule_fields_are_checked():
     schedule.check_config(_config("diffusion", agent_dropout=1.5))
 
 
-def test_fusion_schedule_averages_every_period_and_counts_messages():
-  s = schedule.FusionSchedule(4, period=3, rounds=6)
-  mats = s.matrices(0)
-  avg = [np.allclose(m, 0.25) for m in mats]
-  assert avg == [False, False, True, False, False, True]
-  assert all(np.allclose(m, np.eye(4)) for m, a in zip(mats, avg) if not a)
-  np.testing.assert_array_equal(s.messages(0), [0, 0, 8, 0, 0, 8])
-  # the period runs across iterations: period 4 with 6 rounds averages at global rounds 3, 7, 11
-  s4 = schedule.FusionSchedule(4, period=4, rounds=6)
-  assert [i for i in range(6) if np.allclose(s4.matrices(1)[i], 0.25)] == [1, 5]
+def test_fusion_averages_d_and_g_after_their_last_rounds_every_period():
+  """FedGAN: a synchronisation averages both networks; period 1 averages D after round n_d
+  and G after the generator round, every iteration."""
+  s = schedule.FusionSchedule(4, period=1, n_d=5, n_g=1)
+  for i in range(3):
+    avg = [np.allclose(m, 0.25) for m in s.matrices(i)]
+    assert avg == [False, False, False, False, True, True]
+    np.testing.assert_array_equal(s.messages(i), [0, 0, 0, 0, 8, 8])
+  assert all(np.allclose(m, np.eye(4)) for m in s.matrices(0)[:4])
+  # the period counts iterations: period 3 averages in iterations 2, 5, 8 only
+  s3 = schedule.FusionSchedule(4, period=3, n_d=1, n_g=1)
+  assert [i for i in range(9) if np.allclose(s3.matrices(i), 0.25)] == [2, 5, 8]
+  assert all(np.allclose(s3.matrices(i), np.eye(4)) for i in (0, 1, 3, 4))
 
 
 def test_gossip_schedule_is_doubly_stochastic_pairwise_and_reproducible():
@@ -221,11 +233,14 @@ def test_gossip_and_fusion_with_faults():
       assert set(np.flatnonzero(M - np.diag(np.diag(M)))) <= set(
           np.flatnonzero(full - np.diag(np.diag(full))))  # a failed pair does not average
       assert sent == np.count_nonzero(M - np.diag(np.diag(M)))
-  fusion = schedule.FusionSchedule(4, period=1, rounds=3)
+  fusion = schedule.FusionSchedule(4, period=1, n_d=2, n_g=1)
   s = schedule.FaultySchedule(fusion, 4, agent_dropout=0.5, seed=3)
   for i in range(10):
-    for r, M in enumerate(s.matrices(i)):
+    for r, (M, full) in enumerate(zip(s.matrices(i), fusion.matrices(i))):
       online = s.active(i)[r] > 0
-      if online.sum() > 1:  # the online agents average among themselves
+      syncs = online.sum() > 1 and not np.allclose(full, np.eye(4))
+      if syncs:  # the online agents average among themselves
         np.testing.assert_allclose(M[np.ix_(online, online)], 1 / online.sum())
-      assert s.messages(i)[r] == (2 * online.sum() if online.sum() > 1 else 0)
+      else:
+        np.testing.assert_array_equal(M, np.eye(4))
+      assert s.messages(i)[r] == (2 * online.sum() if syncs else 0)

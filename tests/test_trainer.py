@@ -267,19 +267,18 @@ def test_mirrored_needs_replicas_dividing_agents(tmp_path, idx_dir):
     run_lib.Run(c, str(tmp_path / "run"))
 
 
-def test_fusion_mode_averages_generators_and_counts_communication(tmp_path, idx_dir):
-  # n_d = 2, n_g = 1: a period of 3 rounds makes every G round a network average
-  c = tiny_config(idx_dir, **{"train.mode": "fusion", "topology.fusion_period": 3,
+def test_fusion_mode_averages_both_networks_and_counts_communication(tmp_path, idx_dir):
+  """FedGAN's synchronisation every iteration (fusion_period=1): after it, every agent holds
+  the same D and the same G; each sync sends K uploads + K downloads of D and of G."""
+  c = tiny_config(idx_dir, **{"train.mode": "fusion", "topology.fusion_period": 1,
                               "train.iterations": 2})
   t = run_lib.Run(c, str(tmp_path / "run"))
   record = t.train()
-  g0, g1 = t.step.generators
-  for a, b in zip(g0.weights, g1.weights):
+  (g0, g1), (d0, d1) = t.step.generators, t.step.discriminators
+  for a, b in zip(g0.weights + d0.weights, g1.weights + d1.weights):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
-  assert not np.allclose(t.step.discriminators[0].weights[0].numpy(),
-                         t.step.discriminators[1].weights[0].numpy())
-  g_params = sum(int(np.prod(v.shape)) for v in g0.trainable_variables)
-  assert record["parameters_sent_per_iteration"] == pytest.approx(2 * 2 * g_params)
+  count = lambda m: sum(int(np.prod(v.shape)) for v in m.trainable_variables)
+  assert record["parameters_sent_per_iteration"] == pytest.approx(2 * 2 * (count(g0) + count(d0)))
 
 
 def test_gossip_mode_runs(tmp_path, idx_dir):

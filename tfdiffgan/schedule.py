@@ -117,18 +117,22 @@ class StaticSchedule(Schedule):
 
 
 class FusionSchedule(Schedule):
-  """A fusion center in the manner of FedGAN: every ``period`` rounds all agents upload and take
-  the network mean (A = 11^T/K: K uploads + K downloads); local rounds (A = I) in between."""
+  """A fusion center in the manner of FedGAN: every ``period`` iterations all agents upload
+  both networks and take the network mean (A = 11^T/K: K uploads + K downloads), D after its
+  last round of that iteration and G after its last; local rounds (A = I) otherwise."""
 
-  def __init__(self, num_agents, period, rounds):
+  def __init__(self, num_agents, period, n_d, n_g):
     if period < 1:
       raise TopologyError(f"topology.fusion_period={period} must be >= 1.")
-    super().__init__(num_agents, rounds)
-    self.period = int(period)
+    super().__init__(num_agents, n_d + n_g)
+    self.period, self.n_d = int(period), int(n_d)
 
   def _averaging(self, iteration):
-    t = iteration * self.rounds + np.arange(self.rounds)
-    return (t + 1) % self.period == 0
+    """Which rounds of this iteration average: D's last and G's last, every period-th one."""
+    avg = np.zeros(self.rounds, bool)
+    if (iteration + 1) % self.period == 0:
+      avg[[self.n_d - 1, self.rounds - 1]] = True
+    return avg
 
   def support(self):
     return np.ones((self.K, self.K), bool)  # the fusion center's average reaches everyone
@@ -147,9 +151,14 @@ class FusionSchedule(Schedule):
     return 2 * taking_part if taking_part > 1 else 0
 
   def _estimate_mean(self):
-    """The mean over a period, exactly: one average in every ``period`` rounds."""
-    K, p = self.K, self.period
-    return np.full((K, K), 1.0 / (K * p)) + (1 - 1.0 / p) * np.eye(K)
+    """The mean over a period, exactly: two averaging rounds in every ``period`` iterations."""
+    share = 2.0 / (self.rounds * self.period)
+    return np.full((self.K, self.K), share / self.K) + (1 - share) * np.eye(self.K)
+
+  def rate(self):
+    """The mean-square rate over one period, exactly, as for a random schedule (the fault
+    wrapper's rate of this schedule is then the same quantity, estimated)."""
+    return float(np.sqrt(mean_square_rate(self, sample_iterations=self.period)))
 
 
 class GossipSchedule(Schedule):
@@ -322,8 +331,8 @@ def base_schedule(config, num_agents):
   """The mode's schedule before faults.
 
   diffusion: A from the topology every round; noncooperative: A = I; centralized: one GAN on the
-  union of the shards (K = 1); fusion: the network mean every topology.fusion_period rounds
-  (FedGAN); gossip: random pairwise averaging over the graph's edges.
+  union of the shards (K = 1); fusion: the network mean of D and G every
+  topology.fusion_period iterations (FedGAN); gossip: random pairwise averaging over the graph's edges.
   """
   mode, K, t = config.train.mode, num_agents, config.topology
   rounds = config.train.n_d + config.train.n_g
@@ -332,7 +341,7 @@ def base_schedule(config, num_agents):
   if mode == "noncooperative":
     return StaticSchedule(np.eye(K), rounds)
   if mode == "fusion":
-    return FusionSchedule(K, t.fusion_period, rounds)
+    return FusionSchedule(K, t.fusion_period, config.train.n_d, config.train.n_g)
   if mode == "gossip":
     graph = topology.make_graph(t.graph, K, seed=seeds.graph(config.seed), p=t.p, k=t.k,
                                 edge_list=t.edge_list)
@@ -368,4 +377,4 @@ def check_config(config):
   if mode == "fusion" and (isinstance(t.fusion_period, bool) or
                            not isinstance(t.fusion_period, int) or t.fusion_period < 1):
     raise TopologyError(f"topology.fusion_period={t.fusion_period!r} must be a positive "
-                        "integer (rounds between network averages).")
+                        "integer (iterations between network averages).")

@@ -28,7 +28,7 @@ def get_config():
   config.topology.matrix_file = ""      # for rule=file: K rows of K numbers, a_lk in row l
   config.topology.p = 0.5               # erdos_renyi edge probability
   config.topology.k = 2                 # small_world neighbours
-  config.topology.fusion_period = 5     # mode=fusion: rounds between network averages (FedGAN)
+  config.topology.fusion_period = 5     # mode=fusion: iterations between averages of D and G (FedGAN)
   # Faults, drawn each round from (seed, round): every link fails with probability link_failure
   # (diffusion, gossip), every agent is offline with probability agent_dropout (no send, receive
   # or adapt). failure_rule: metropolis (weights recomputed on the surviving links) | self (a

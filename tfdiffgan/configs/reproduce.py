@@ -25,7 +25,7 @@ def get_config():
   c.homogeneous_modes = ["noncooperative", "centralized", "diffusion", "fusion", "gossip"]
   # the two baselines cost a cell each per seed: run them on these datasets only, to keep the grid short
   c.baseline_datasets = ["mnist"]
-  c.fusion_period = 6  # one network average per iteration (n_d + n_g = 6 rounds)
+  c.fusion_period = 1  # a network average of D and G every iteration (FedGAN)
   # Fig. 6 (two classes per agent): agent 0 holds {0, 1} (MNIST) / {T-shirt, trouser}
   c.noniid_modes = ["diffusion", "noncooperative"]
   # Theorem 1: disagreement of D after the transient against mu and the graph
