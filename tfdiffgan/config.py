@@ -15,6 +15,7 @@ from tfdiffgan import placement
 from tfdiffgan import schedule
 from tfdiffgan import seeds
 from tfdiffgan import topology
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import ConfigError
 
 MODES = ("diffusion", "noncooperative", "centralized", "fusion", "gossip")
@@ -53,9 +54,7 @@ def _get(config, field):
   return value
 
 
-def _choice(value, allowed, field):
-  if value not in allowed:
-    raise ConfigError(f"{field}={value!r} is not one of {allowed}; set --config.{field}=...")
+_choice = check_choice  # config.py's own fields (mode, loss) use the same one-line refusal
 
 
 def _positive(value, field, allow_zero=False):

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdiffgan import seeds
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import ConfigError
 from tfdiffgan.errors import DataError
 
@@ -334,11 +335,8 @@ def partition(labels, num_agents, scheme, seed=0, classes=None, alpha=0.5):
 def check_config(config):
   """The data section: dataset, partition, batch size, classes, Dirichlet alpha, source_dir."""
   d = config.data
-  if d.name not in DATASETS:
-    raise ConfigError(f"data.name={d.name!r} is not one of {DATASETS}; set --config.data.name=...")
-  if d.partition not in PARTITIONS:
-    raise ConfigError(f"data.partition={d.partition!r} is not one of {PARTITIONS}; set "
-                      "--config.data.partition=...")
+  check_choice(d.name, DATASETS, "data.name")
+  check_choice(d.partition, PARTITIONS, "data.partition")
   if isinstance(d.batch_size, bool) or not isinstance(d.batch_size, int) or d.batch_size < 1:
     raise ConfigError(f"data.batch_size={d.batch_size!r} must be a positive integer.")
   if d.partition == "dirichlet":

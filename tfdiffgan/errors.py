@@ -48,3 +48,9 @@ class Interrupted(RuntimeError):
 
 USER_ERRORS = (ConfigError, DataError, MetricsError, ExportError, TrainingError, WorkdirError,
                LaunchError)
+
+
+def check_choice(value, allowed, field, error=ConfigError):
+  """Raises ``error`` unless the config field ``field`` holds one of ``allowed``."""
+  if value not in allowed:
+    raise error(f"{field}={value!r} is not one of {tuple(allowed)}; set --config.{field}=...")

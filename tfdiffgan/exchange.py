@@ -20,6 +20,7 @@ collectives per iteration (``traffic``): what the bench reports beside the formu
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import ConfigError
 
 EXCHANGES = ("local", "allgather", "neighbors")
@@ -151,9 +152,7 @@ def resolve(name, num_replicas, multiworker=False):
   in-process (mirrored) replicas share memory, so nothing is saved by pairing (allgather), and
   with one replica there is nobody to pair with (local). local needs every agent in one replica.
   """
-  if name not in ("auto",) + EXCHANGES:
-    raise ConfigError(f"train.exchange={name!r} is not one of {('auto',) + EXCHANGES}; set "
-                      "--config.train.exchange=...")
+  check_choice(name, ("auto",) + EXCHANGES, "train.exchange")
   if name == "auto":
     return "local" if num_replicas == 1 else "allgather"
   if name == "local" and num_replicas > 1:

@@ -8,6 +8,7 @@ trackables, and keep their state (Adam moments) local to one agent.
 
 import tensorflow as tf
 
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -16,9 +17,7 @@ OPTIMIZERS = ("sgd", "adam")
 def check_config(config):
   """The adapt step's fields: optimizer, step size mu, its decay, gradient clip, Adam's beta1."""
   t = config.train
-  if t.optimizer not in OPTIMIZERS:
-    raise ConfigError(f"train.optimizer={t.optimizer!r} is not one of {OPTIMIZERS}; set "
-                      "--config.train.optimizer=...")
+  check_choice(t.optimizer, OPTIMIZERS, "train.optimizer")
   if t.learning_rate == 0:
     raise ConfigError("train.learning_rate=0 means no agent ever learns (phi = w): the run would "
                       "only average its initial weights. Set a positive step size, e.g. "

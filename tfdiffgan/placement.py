@@ -9,6 +9,7 @@ and the exchange needs to know where an agent lives.
 import json
 import os
 
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import ConfigError
 from tfdiffgan.errors import PlacementError
 
@@ -20,9 +21,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 def check_config(config):
   """How the agents are spread: the strategy, and a replica count that divides K."""
   t = config.train
-  if t.strategy not in STRATEGIES:
-    raise ConfigError(f"train.strategy={t.strategy!r} is not one of {STRATEGIES}; set "
-                      "--config.train.strategy=...")
+  check_choice(t.strategy, STRATEGIES, "train.strategy")
   if t.strategy != "default" and t.mode == "centralized":
     raise ConfigError("train.mode=centralized trains one GAN, which cannot be spread over "
                       "replicas or workers: use --config.train.strategy=default.")

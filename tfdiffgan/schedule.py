@@ -14,6 +14,7 @@ import numpy as np
 
 from tfdiffgan import seeds
 from tfdiffgan import topology
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import TopologyError
 
 FAILURE_RULES = ("metropolis", "self")
@@ -365,9 +366,7 @@ def check_config(config):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
       raise TopologyError(f"topology.{field}={value!r} must be a probability in [0, 1); "
                           f"set --config.topology.{field}=0.1, say (0 turns it off).")
-  if t.failure_rule not in FAILURE_RULES:
-    raise TopologyError(f"topology.failure_rule={t.failure_rule!r} is not one of "
-                        f"{FAILURE_RULES}; set --config.topology.failure_rule=metropolis.")
+  check_choice(t.failure_rule, FAILURE_RULES, "topology.failure_rule", TopologyError)
   if t.link_failure and mode not in ("diffusion", "gossip"):
     raise TopologyError(f"topology.link_failure applies to the graph of train.mode=diffusion or "
                         f"gossip; train.mode={mode} has no links between agents. Set it to 0.")

@@ -7,6 +7,7 @@ holds the weights agent k gives its neighbours l, so the combine step is w_k = s
 
 import networkx as nx
 import numpy as np
+from tfdiffgan.errors import check_choice
 from tfdiffgan.errors import TopologyError
 
 # The paper's Fig. 2 shows a connected 5-agent network without an edge list; this is our choice
@@ -22,12 +23,8 @@ RULES = ("metropolis", "uniform", "file")
 def check_config(config):
   """The topology's own fields: the graph and the combination rule are known names."""
   t = config.topology
-  if t.graph not in GRAPHS:
-    raise TopologyError(f"topology.graph={t.graph!r} is not one of {GRAPHS}; set "
-                        "--config.topology.graph=...")
-  if t.rule not in RULES:
-    raise TopologyError(f"topology.rule={t.rule!r} is not one of {RULES}; set "
-                        "--config.topology.rule=...")
+  check_choice(t.graph, GRAPHS, "topology.graph", TopologyError)
+  check_choice(t.rule, RULES, "topology.rule", TopologyError)
 
 
 def make_graph(name, num_agents, seed=0, p=0.5, k=2, edge_list=""):
