@@ -3,6 +3,7 @@ run loop with a stand-in for training (fast), and bin/reproduce on two real cell
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -523,3 +524,40 @@ def test_figures_and_claims_table_from_synthetic_summaries(tmp_path):
   assert text.startswith("| claim | dataset | bar |")
   assert "| (i) homogeneous | mnist | diffusion FID <= 1.1 x centralized" in text
   assert "Over both datasets: homogeneous **holds**, nonhomogeneous **holds**" in text
+
+
+@pytest.mark.e2e
+def test_two_tuned_cells_train_summarize_report_and_a_new_session_skips_them(tmp_path):
+  """A two-cell tiny version of the tuned grid really trains (run -> summaries -> report); a
+  session without the run directories skips both cells from their summaries, and
+  bin/reproduce --report_only rebuilds results.json and the figures from the summaries alone."""
+  summaries, lines = str(tmp_path / "docs"), []
+  only = ["mnist/iid/diffusion/seed0", "mnist/iid/noncooperative/seed0"]
+  first = reproduce.run_grid(_tuned(), str(tmp_path / "a"), quick=True, only=only,
+                             summaries_dir=summaries, log=lines.append)
+  assert sorted(first["runs"]) == sorted(only) and sorted(first["seconds_this_invocation"]) == only
+  for name in only:
+    cell = os.path.join(summaries, "tuned_quick", name)
+    record = json.load(open(os.path.join(cell, "summary.json")))
+    assert record["n_d"] == 1 and len(record["final"]["agents"]) == 2
+    assert record["final"]["pooled"]["fid"] > 0 and len(record["fid_curve_pooled"]) == 2
+    assert all(len(fids) == 2 for _, fids in record["fid_curve_agents"])
+    assert os.path.getsize(os.path.join(cell, "agent_0.png")) > 1000
+  shutil.rmtree(tmp_path / "a")  # another session: only the summaries are left
+  del lines[:]
+  again = reproduce.run_grid(_tuned(), str(tmp_path / "b"), quick=True, only=only,
+                             summaries_dir=summaries, log=lines.append)
+  assert again["seconds_this_invocation"] == {} and sum("summarized in" in l for l in lines) == 2
+  assert json.dumps(again["summary"]) == json.dumps(first["summary"])
+  out = str(tmp_path / "c")
+  r = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "reproduce"), "--quick",
+                      f"--config={os.path.join(ROOT, 'configs', 'reproduce_tuned.py')}",
+                      f"--results_dir={out}", f"--summaries_dir={summaries}", "--report_only"],
+                     capture_output=True, text=True, cwd=ROOT, timeout=300,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert r.returncode == 0, r.stderr[-3000:]
+  results = json.load(open(os.path.join(out, "results.json")))
+  assert sorted(results["runs"]) == sorted(only) and results["seconds_this_invocation"] == {}
+  assert not os.path.exists(os.path.join(out, "runs"))
+  for name in results["figures"]:
+    assert os.path.getsize(os.path.join(out, name)) > 1000

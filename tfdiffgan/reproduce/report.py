@@ -213,7 +213,8 @@ def fig6(plt, noniid, ds, results_dir):
         axes[1, j].bar(np.arange(10) + (h - (len(hists) - 1) / 2) * 0.4, hist,
                        width=0.4 if len(hists) > 1 else 0.8, label=f"{label} classifier")
       axes[1, j].axhline(0.05, color="gray", ls="--", lw=0.8)
-      axes[1, j].legend(fontsize=7)
+      axes[1, j].set_ylim(0, 1.25 * max(max(h) for _, h in hists))  # room for the legend
+      axes[1, j].legend(fontsize=7, ncol=2, loc="upper center")
     axes[1, j].set(xticks=range(10), xlabel="class", ylabel="share of agent 0's samples")
   return fig
 
