@@ -65,7 +65,7 @@ def write_summary(cell, results_dir, directory, wall_seconds=None):
   if os.path.exists(samples):
     files.copy_file(samples, os.path.join(directory, SAMPLES))
   record.update(samples=SAMPLES, cell=cell.name, wall_seconds=wall_seconds)
-  files.write_json(os.path.join(directory, SUMMARY), record)
+  files.write_json(os.path.join(directory, SUMMARY), record, indent=None)  # compact: a few KB
   return record
 
 
