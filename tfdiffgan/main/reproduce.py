@@ -51,6 +51,10 @@ def _reproduce(argv):
     if group in results["claims"]:
       v = results["claims"][group]
       print(f"claim {group}: {'holds' if v['holds'] else 'does NOT hold'} {v}")
+  for claim, v in results["claims"]["verdicts"].items():
+    print(f"over both datasets, {claim}: "
+          + {True: "holds", False: "does NOT hold", None: f"not yet (missing {v['missing']})"}[
+              v["holds"]])
   if results["claims"].get("faults"):
     v = results["claims"]["faults"]
     print(f"claim faults: {'holds' if v['holds'] else 'does NOT hold'} {v}")
