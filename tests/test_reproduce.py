@@ -506,6 +506,7 @@ def test_figures_and_claims_table_from_synthetic_summaries(tmp_path):
   for r in runs.values():
     r["samples"] = png
     base = {"noncooperative": 60.0, "centralized": 40.0, "diffusion": 42.0}[r["mode"]]
+    r["parameters_sent_per_iteration"] = 5.5e6 if r["mode"] == "diffusion" else 0
     its = list(range(270, 2701, 270))
     r["fid_curve_agents"] = [(t, [base * 2700 / t + k + r["seed"] for k in range(5)]) for t in its]
     r["fid_curve"] = [(t, np.mean(f), min(f), max(f)) for t, f in r["fid_curve_agents"]]

@@ -110,7 +110,7 @@ def markdown(results):
   """The claims against their bars, the table of final metrics per mode, the Theorem 1 fits,
   the faults table and the wall times, as Markdown (docs/RESULTS.md quotes it)."""
   summary = results["summary"]
-  lines = _claims_lines(results["claims"]) if results.get("claims") else []
+  lines = _claims_lines(results["claims"]) if results.get("claims", {}).get("per_dataset") else []
   lines += _final_lines(summary["final"])
   for group in THEOREM1_GROUPS:
     if summary.get(group):
@@ -220,14 +220,22 @@ def fig6(plt, noniid, ds, results_dir):
 
 
 def communication(plt, final):
-  """Final FID against the parameters each iteration sends, per homogeneous mode."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for key, v in final.items():
-    if "/iid/" in key and v["parameters_sent_per_iteration"] is not None:
-      ax.scatter(max(v["parameters_sent_per_iteration"], 1), v["fid_mean"])
-      ax.annotate(key, (max(v["parameters_sent_per_iteration"], 1), v["fid_mean"]), fontsize=7)
-  ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)", ylabel="final FID",
-         title="quality against communication")
+  """Final FID against the parameters each iteration sends, per homogeneous mode, one panel per
+  dataset (filled: the mean of per-agent FIDs; hollow: the pooled samples' FID)."""
+  datasets = sorted({key.split("/")[0] for key in final if "/iid/" in key})
+  fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+  for ax, ds in zip(axes[0], datasets):
+    for i, (key, v) in enumerate((k, v) for k, v in final.items() if k.startswith(f"{ds}/iid/")):
+      if v["parameters_sent_per_iteration"] is None:
+        continue
+      x, mode = max(v["parameters_sent_per_iteration"], 1), key.split("/")[-1]
+      ax.scatter(x, v["fid_mean"], color=f"C{i}", label=mode)
+      if v.get("pooled_fid_mean") is not None:
+        ax.scatter(x, v["pooled_fid_mean"], facecolors="none", edgecolors=f"C{i}")
+    ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)",
+           ylabel="final FID (filled: per-agent mean; hollow: pooled)",
+           title=f"quality against communication: {ds}")
+    ax.legend(fontsize=7)
   return fig
 
 
