@@ -430,6 +430,14 @@ def test_summaries_let_a_rerun_skip_cells_without_their_run_directories(tmp_path
                               summaries_dir=summaries, report_only=True)
   assert sorted(report["runs"]) == sorted(first["runs"]) and report["figures"] == first["figures"]
   assert report["summary"]["final"]["mnist/iid/diffusion"]["pooled_fid_mean"] == 45.0
+  # a summary from a run of another length does not stand for the cell
+  longer = _tuned()
+  longer.quick.iterations = 3
+  del lines[:]
+  reproduce.run_grid(longer, str(tmp_path / "d"), quick=True, summaries_dir=summaries,
+                     only=["mnist/iid/diffusion/seed0"], log=lines.append)
+  assert [os.path.basename(w) for w in trained] == ["seed0"]
+  assert json.load(open(os.path.join(cell, "summary.json")))["iterations"] == 3
 
 
 def _agents(k=5, share=0.1, check=None):

@@ -69,12 +69,22 @@ def write_summary(cell, results_dir, directory, wall_seconds=None):
   return record
 
 
+def summary_of(cell, where):
+  """The cell's summary if it has one from a run of the same length (a summary of another
+  length, e.g. before the grid changed, is ignored: the cell is trained again)."""
+  record = read_summary(where(cell.name))
+  if record and record.get("iterations", cell.config.train.iterations) == (
+      cell.config.train.iterations):
+    return record
+  return None
+
+
 def _summarized(cell, todo, where):
   """A cell is done when summarized; the warm-up, when every cell that starts from it is."""
   if cell.group != "warmup":
-    return read_summary(where(cell.name)) is not None
+    return summary_of(cell, where) is not None
   warm = [c for c in todo if c.group == "theorem1_warm"]
-  return bool(warm) and all(read_summary(where(c.name)) is not None for c in warm)
+  return bool(warm) and all(summary_of(c, where) is not None for c in warm)
 
 
 def train_cells(todo, results_dir, only=(), log=print, where=lambda name: None):
@@ -158,7 +168,7 @@ def collect(todo, results_dir, where=lambda name: None, report_only=False):
   for cell in todo:
     if cell.group == "warmup":
       continue
-    record = read_summary(where(cell.name))
+    record = summary_of(cell, where)
     if record is None and not report_only and is_complete(
         workdir_of(results_dir, cell.name), cell.config.train.iterations):
       record = (write_summary(cell, results_dir, where(cell.name)) if where(cell.name)
