@@ -51,6 +51,78 @@ def test_kid_identical_near_zero_shifted_positive():
   assert shifted > 20 * max(se, 1e-4) and shifted > 0.05
 
 
+def _mmd2_unbiased_loops(x, y):
+  """The unbiased MMD^2 of the cubic polynomial kernel, pair by pair (an independent reference)."""
+  d = x.shape[1]
+  k = lambda u, v: (float(np.dot(u, v)) / d + 1) ** 3
+  m, n = len(x), len(y)
+  xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+  yy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+  xy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+  return xx + yy - 2 * xy
+
+
+def test_kid_subsets_are_disjoint_and_each_value_is_the_unbiased_mmd():
+  rng = np.random.default_rng(3)
+  x, y = rng.normal(size=(40, 3)), rng.normal(0.3, 1.0, size=(52, 3))
+  subsets = metrics.disjoint_subsets(40, 52, 4, 1000, np.random.default_rng(0))
+  assert [len(a) for a, _ in subsets] == [len(b) for _, b in subsets] == [10] * 4
+  for side in (0, 1):
+    flat = np.concatenate([s[side] for s in subsets])
+    assert len(set(flat.tolist())) == len(flat)  # no sample in two subsets
+  values = [_mmd2_unbiased_loops(x[a], y[b]) for a, b in subsets]
+  kid, se = metrics.kid_from_features(x, y, num_subsets=4, seed=0)
+  assert kid == pytest.approx(np.mean(values), rel=1e-10)
+  assert se == pytest.approx(np.std(values, ddof=1) / 2, rel=1e-10)
+  # one subset of everything: the whole-sample unbiased MMD^2, no standard error
+  whole, se1 = metrics.kid_from_features(x[:20], y[:20], num_subsets=1, subset_size=20)
+  assert whole == pytest.approx(_mmd2_unbiased_loops(x[:20], y[:20]), rel=1e-10) and se1 == 0.0
+
+
+def test_kid_standard_error_from_disjoint_subsets_is_calibrated():
+  """Over repeated draws, the spread of the KID estimate matches its reported standard error
+  (subsets that overlap would report a smaller one)."""
+  rng = np.random.default_rng(0)
+  kids, ses = [], []
+  for _ in range(150):
+    kid, se = metrics.kid_from_features(rng.normal(size=(200, 4)), rng.normal(size=(200, 4)),
+                                        num_subsets=10, seed=int(rng.integers(1 << 30)))
+    kids.append(kid)
+    ses.append(se)
+  assert 0.75 < np.mean(ses) / np.std(kids) < 1.33
+
+
+class _PixelClassifier:
+  """Features = the image's pixels; logits = one-hot of its first pixel's class (0..9)."""
+  def features_and_logits(self, images):
+    flat = np.asarray(images, np.float64).reshape(len(images), -1)
+    return flat, np.eye(10)[np.clip(flat[:, 0].astype(int), 0, 9)]
+
+
+def test_pooled_score_is_the_score_of_equal_shares_of_every_agent():
+  ev = object.__new__(metrics.Evaluator)
+  ev.classifier, ev.check = _PixelClassifier(), _PixelClassifier()
+  rng = np.random.default_rng(5)
+  ev.real_features = ev.check_real_features = rng.normal(size=(300, 3))
+  gens = [lambda z, s=s: np.asarray(z)[:, :3] + s for s in (0.0, 2.0, 5.0)]
+  pooled = ev.score_pooled(gens, latent_dim=4, num_samples=90, seed=7)
+  z = np.random.default_rng(7).normal(size=(30, 4)).astype(np.float32)[:, :3]
+  ref = np.concatenate([z + s for s in (0.0, 2.0, 5.0)])  # the first 30 noise vectors, each agent
+  m1, m2 = ref.mean(0), ev.real_features.mean(0)
+  s1, s2 = np.cov(ref, rowvar=False), np.cov(ev.real_features, rowvar=False)
+  assert pooled["fid"] == pytest.approx(_tfgan_reference(m1, s1, m2, s2), rel=1e-6)
+  assert pooled["num_agents"] == 3 and pooled["samples_per_agent"] == 30
+  assert pooled["num_samples"] == 90
+  # equal shares: the pooled class histogram is the mean of the agents' histograms, by both
+  hists = [metrics.class_histogram(_PixelClassifier().features_and_logits(z + s)[1])
+           for s in (0.0, 2.0, 5.0)]
+  assert pooled["class_histogram"] == pytest.approx(np.mean(hists, 0), abs=1e-4)
+  assert pooled["check_class_histogram"] == pooled["class_histogram"]
+  # the pooled FID is not the mean of the agents' FIDs (here it ranks the network differently)
+  per_agent = [ev.score_generator(g, 4, 30, seed=7)["fid"] for g in gens]
+  assert abs(pooled["fid"] - np.mean(per_agent)) > 1.0
+
+
 def test_coverage_and_entropy():
   assert metrics.coverage(np.full(10, 0.1)) == 10
   assert metrics.entropy_bits(np.full(10, 0.1)) == pytest.approx(np.log2(10))

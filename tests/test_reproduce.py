@@ -3,6 +3,7 @@ run loop with a stand-in for training (fast), and bin/reproduce on two real cell
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from tfdiffgan import config as config_lib
 from tfdiffgan import files
 from tfdiffgan import reproduce
 from tfdiffgan.configs import reproduce as grid_config
+from tfdiffgan.configs import reproduce_tuned as tuned_config
 from tfdiffgan.reproduce import analysis
 from tfdiffgan.reproduce import run as run_lib
 
@@ -191,7 +193,9 @@ def test_claims_follow_the_numbers():
 def test_a_claim_without_its_runs_is_absent_not_false():
   runs = {"b": _run("homogeneous", "diffusion", fid=10.5)}
   c = reproduce.claims(runs, reproduce.summarize(runs))
-  assert c == {"per_dataset": {"mnist": {}}}
+  assert c["per_dataset"] == {"mnist": {}}
+  assert c["verdicts"]["homogeneous"] == {"holds": None, "missing": ["mnist", "fashion_mnist"],
+                                          "per_dataset": {}}
 
 
 def test_faults_claim_follows_the_numbers():
@@ -259,13 +263,16 @@ def _fake_train(trained):
       files.append_jsonl(os.path.join(workdir, "log.jsonl"), {
           "iteration": t, "disagreement_discriminator": (1 + lam) * mu ** 2})
     if config.eval.final_samples:
-      files.append_jsonl(os.path.join(workdir, "metrics.jsonl"), {
-          "iteration": iterations, "network": {"fid_mean": 50.0, "fid_min": 40.0, "fid_max": 60.0}})
       agent = {"fid": 50.0, "kid": 1.0, "kid_se": 0.1, "coverage": 10, "entropy_bits": 3.3,
-               "class_histogram": [0.1] * 10}
+               "class_histogram": [0.1] * 10, "check_class_histogram": [0.1] * 10}
+      pooled = {**agent, "fid": 45.0, "samples_per_agent": 10}
+      files.append_jsonl(os.path.join(workdir, "metrics.jsonl"), {
+          "iteration": iterations, "network": {"fid_mean": 50.0, "fid_min": 40.0, "fid_max": 60.0},
+          "agents": [agent] * config.num_agents, "pooled": pooled})
       files.write_json(os.path.join(workdir, "metrics.json"), {
           "network": {"fid_mean": 50.0, "kid_mean": 1.0, "coverage_mean": 10.0,
-                      "coverage_min": 10}, "agents": [agent] * config.num_agents})
+                      "coverage_min": 10}, "agents": [agent] * config.num_agents,
+          "pooled": pooled})
     files.write_json(os.path.join(workdir, "run.json"), {
         "iterations": iterations, "lambda_2": lam, "train_seconds": 1.0,
         "combination_matrix": [[0.5, 0.5], [0.5, 0.5]],
@@ -308,7 +315,7 @@ def test_run_grid_trains_each_cell_once_writes_results_once_and_skips_them_on_re
   del trained[:], lines[:]
   again = reproduce.run_grid(_grid(quick=False), out, quick=True, log=lines.append)
   assert trained == [] and again["seconds_this_invocation"] == {}
-  assert sum(l.endswith("complete, skipped") for l in lines) == 25
+  assert sum(l.endswith(", skipped") for l in lines) == 25
   assert again["runs"] == results["runs"]
 
 
@@ -360,5 +367,206 @@ def test_two_cells_train_collect_report_and_are_skipped_on_rerun(tmp_path):
   assert "| mnist/iid/diffusion | 1 |" in open(os.path.join(out, "results.md")).read()
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("complete, skipped") == 2
+  assert again.stdout.count(", skipped") == 2
   assert json.load(open(os.path.join(out, "results.json")))["seconds_this_invocation"] == {}
+
+
+# --- the grid on the tuned recipe: its cells, summaries across sessions, bars, figures ---------
+
+def _tuned(quick=False):
+  g = tuned_config.get_config()
+  return reproduce.apply_quick(g) if quick else g
+
+
+def test_tuned_grid_uses_the_main_jobs_recipe_and_has_ten_points_per_curve():
+  cells = reproduce.cells(_tuned(), "R")
+  main = [c for c in cells if c.group in ("homogeneous", "noniid")]
+  assert sorted(c.name for c in main) == sorted(
+      [f"mnist/iid/{m}/seed{s}" for m in ("noncooperative", "centralized", "diffusion")
+       for s in (0, 1)] + ["mnist/iid/fusion/seed0", "mnist/iid/gossip/seed0"]
+      + [f"mnist/classes/{m}/seed{s}" for m in ("diffusion", "noncooperative") for s in (0, 1)]
+      + [f"fashion_mnist/iid/{m}/seed0" for m in ("noncooperative", "centralized", "diffusion")]
+      + [f"fashion_mnist/classes/{m}/seed0" for m in ("diffusion", "noncooperative")])
+  for c in main:
+    t = c.config.train
+    assert (c.config.model.width, c.config.model.d_width, t.n_d) == (0.375, 0.5, 1)
+    assert (t.iterations, t.lr_decay, t.ema_decay) == (2700, 0.99, 0.995)
+    e = c.config.eval  # nine periodic evaluations (not at the last iteration) and the final one
+    assert len(range(e.eval_every, t.iterations, e.eval_every)) + 1 == 10
+  sweep = [c for c in cells if c.group not in ("homogeneous", "noniid")]
+  assert {c.group for c in sweep} == {"warmup", "theorem1_warm"} and len(sweep) == 13
+  assert all(c.config.train.lr_decay == 0 and c.config.train.ema_decay == 0 for c in sweep)
+  # the paper's grid keeps its own settings
+  for c in reproduce.cells(_grid(quick=False), "R"):
+    assert c.config.train.n_d == 5 and c.config.train.lr_decay == 0.0
+
+
+def test_tuned_grid_cells_are_valid():
+  for c in reproduce.cells(_tuned(), "R") + reproduce.cells(_tuned(quick=True), "R"):
+    if not c.config.train.init_from:
+      config_lib.validate(c.config)
+
+
+def test_summaries_let_a_rerun_skip_cells_without_their_run_directories(tmp_path, fake_training):
+  trained, _ = fake_training
+  summaries, lines = str(tmp_path / "docs"), []
+  first = reproduce.run_grid(_tuned(), str(tmp_path / "a"), quick=True,
+                             summaries_dir=summaries, log=lines.append)
+  assert len(trained) == 12 and len(first["runs"]) == 11
+  cell = os.path.join(summaries, "tuned_quick", "mnist", "iid", "diffusion", "seed0")
+  assert sorted(os.listdir(cell)) == ["agent_0.png", "summary.json"]
+  record = json.load(open(os.path.join(cell, "summary.json")))
+  assert record["final"]["pooled"]["fid"] == 45.0 and record["fid_curve_pooled"] == [[2, 45.0]]
+  assert record["samples"] == "agent_0.png" and record["wall_seconds"] >= 0
+  assert os.path.getsize(os.path.join(cell, "summary.json")) < 8000
+  # another session: no run directories, every cell (and the warm-up) skipped from its summary
+  del trained[:], lines[:]
+  again = reproduce.run_grid(_tuned(), str(tmp_path / "b"), quick=True,
+                             summaries_dir=summaries, log=lines.append)
+  assert trained == [] and sum("summarized in" in l for l in lines) == 12
+  assert not os.path.exists(tmp_path / "b" / "runs")
+  assert json.dumps(again["claims"]) == json.dumps(first["claims"])
+  report = reproduce.run_grid(_tuned(), str(tmp_path / "c"), quick=True,
+                              summaries_dir=summaries, report_only=True)
+  assert sorted(report["runs"]) == sorted(first["runs"]) and report["figures"] == first["figures"]
+  assert report["summary"]["final"]["mnist/iid/diffusion"]["pooled_fid_mean"] == 45.0
+  # a summary from a run of another length does not stand for the cell
+  longer = _tuned()
+  longer.quick.iterations = 3
+  del lines[:]
+  reproduce.run_grid(longer, str(tmp_path / "d"), quick=True, summaries_dir=summaries,
+                     only=["mnist/iid/diffusion/seed0"], log=lines.append)
+  assert [os.path.basename(w) for w in trained] == ["seed0"]
+  assert json.load(open(os.path.join(cell, "summary.json")))["iterations"] == 3
+
+
+def _agents(k=5, share=0.1, check=None):
+  hist = [share] + [(1 - share) / 9] * 9
+  return [{"fid": 10.0, "class_histogram": hist, "check_class_histogram": check or hist}
+          for _ in range(k)]
+
+
+def _cell(group, mode, fid, pooled, dataset="mnist", seed=0, agents=None):
+  r = _run(group, mode, dataset=dataset, fid=fid, seed=seed)
+  r["final"]["agents"] = agents or _agents()
+  r["final"]["pooled"] = {"fid": pooled}
+  return r
+
+
+def _tuned_runs(dif=(10.5, 9.0), cen=(10.0, 9.0), non=(14.0, 12.0), own_check=0.95):
+  only01 = [0.5, 0.45] + [0.05 / 8] * 8
+  check01 = [own_check / 2] * 2 + [(1 - own_check) / 8] * 8
+  runs = {}
+  for ds in ("mnist", "fashion_mnist"):
+    for seed in (0, 1):
+      for mode, (f, p) in (("diffusion", dif), ("centralized", cen), ("noncooperative", non)):
+        runs[f"{ds}/iid/{mode}/{seed}"] = _cell("homogeneous", mode, f, p, ds, seed)
+      runs[f"{ds}/classes/diffusion/{seed}"] = _cell("noniid", "diffusion", 10, 10, ds, seed)
+      runs[f"{ds}/classes/noncooperative/{seed}"] = _cell(
+          "noniid", "noncooperative", 30, 20, ds, seed,
+          agents=[{"fid": 30, "class_histogram": only01, "check_class_histogram": check01}])
+  return runs
+
+
+def _claims(runs):
+  return reproduce.claims(runs, reproduce.summarize(runs))
+
+
+def test_tuned_claims_hold_on_both_datasets_by_per_agent_and_pooled_fid():
+  c = _claims(_tuned_runs())
+  assert c["verdicts"]["homogeneous"] == {"holds": True, "missing": [],
+                                          "per_dataset": {"mnist": True, "fashion_mnist": True}}
+  assert c["verdicts"]["nonhomogeneous"]["holds"] is True
+  h = c["per_dataset"]["mnist"]["homogeneous"]
+  assert h["per_agent_mean"]["diffusion_over_centralized"] == pytest.approx(1.05)
+  assert h["pooled"]["diffusion_over_centralized"] == pytest.approx(1.0)
+  assert h["per_seed"]["diffusion"] == [10.5, 10.5] and h["seeds"] == 2
+
+
+@pytest.mark.parametrize("runs, claim", [
+    (dict(dif=(11.5, 9.0)), "homogeneous"),    # per-agent mean 15% worse than centralized
+    (dict(dif=(10.5, 10.0)), "homogeneous"),   # pooled FID 11% worse than centralized
+    (dict(non=(10.0, 12.0)), "homogeneous"),   # non-cooperative better than diffusion
+    (dict(own_check=0.85), "nonhomogeneous"),  # agent 0 only 85% in its two classes by check
+])
+def test_tuned_claims_fail_on_each_bar(runs, claim):
+  c = _claims(_tuned_runs(**runs))
+  assert c["verdicts"][claim]["holds"] is False
+  other = {"homogeneous": "nonhomogeneous", "nonhomogeneous": "homogeneous"}[claim]
+  assert c["verdicts"][other]["holds"] is True
+
+
+def test_nonhomogeneous_bar_fails_when_one_agent_misses_a_class_by_the_check_classifier():
+  runs = _tuned_runs()
+  runs["fashion_mnist/classes/diffusion/1"]["final"]["agents"] = _agents(
+      check=[0.04] + [0.96 / 9] * 9)
+  c = _claims(runs)["per_dataset"]["fashion_mnist"]["nonhomogeneous"]
+  assert not c["holds"] and c["diffusion_min_class_share_per_seed"] == {0: 0.1, 1: 0.04}
+  assert _claims(runs)["verdicts"]["nonhomogeneous"]["per_dataset"] == {
+      "mnist": True, "fashion_mnist": False}
+
+
+def test_figures_and_claims_table_from_synthetic_summaries(tmp_path):
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  png = str(tmp_path / "agent_0.png")
+  plt.imsave(png, np.random.default_rng(0).random((280, 280)), cmap="gray")
+  runs = _tuned_runs()
+  for r in runs.values():
+    r["samples"] = png
+    base = {"noncooperative": 60.0, "centralized": 40.0, "diffusion": 42.0}[r["mode"]]
+    r["parameters_sent_per_iteration"] = 5.5e6 if r["mode"] == "diffusion" else 0
+    its = list(range(270, 2701, 270))
+    r["fid_curve_agents"] = [(t, [base * 2700 / t + k + r["seed"] for k in range(5)]) for t in its]
+    r["fid_curve"] = [(t, np.mean(f), min(f), max(f)) for t, f in r["fid_curve_agents"]]
+    r["fid_curve_pooled"] = [(t, 0.9 * np.mean(f)) for t, f in r["fid_curve_agents"]]
+  runs.update(_sweep())
+  for r in _sweep().values():
+    r["group"] = "theorem1_warm"
+  summary = reproduce.summarize(runs)
+  results = {"runs": runs, "summary": summary, "claims": reproduce.claims(runs, summary)}
+  names = reproduce.figures(results, str(tmp_path))
+  assert {"fig3_mnist.png", "fig3_fashion_mnist.png", "fig45_mnist.png", "fig6_mnist.png",
+          "fig6_fashion_mnist.png", "communication.png", "theorem1.png"} <= set(names)
+  for name in names:
+    assert os.path.getsize(tmp_path / name) > 5000
+  text = reproduce.markdown(results)
+  assert text.startswith("| claim | dataset | bar |")
+  assert "| (i) homogeneous | mnist | diffusion FID <= 1.1 x centralized" in text
+  assert "Over both datasets: homogeneous **holds**, nonhomogeneous **holds**" in text
+
+
+@pytest.mark.e2e
+def test_two_tuned_cells_train_summarize_report_and_a_new_session_skips_them(tmp_path):
+  """A two-cell tiny version of the tuned grid really trains (run -> summaries -> report); a
+  session without the run directories skips both cells from their summaries, and
+  bin/reproduce --report_only rebuilds results.json and the figures from the summaries alone."""
+  summaries, lines = str(tmp_path / "docs"), []
+  only = ["mnist/iid/diffusion/seed0", "mnist/iid/noncooperative/seed0"]
+  first = reproduce.run_grid(_tuned(), str(tmp_path / "a"), quick=True, only=only,
+                             summaries_dir=summaries, log=lines.append)
+  assert sorted(first["runs"]) == sorted(only) and sorted(first["seconds_this_invocation"]) == only
+  for name in only:
+    cell = os.path.join(summaries, "tuned_quick", name)
+    record = json.load(open(os.path.join(cell, "summary.json")))
+    assert record["n_d"] == 1 and len(record["final"]["agents"]) == 2
+    assert record["final"]["pooled"]["fid"] > 0 and len(record["fid_curve_pooled"]) == 2
+    assert all(len(fids) == 2 for _, fids in record["fid_curve_agents"])
+    assert os.path.getsize(os.path.join(cell, "agent_0.png")) > 1000
+  shutil.rmtree(tmp_path / "a")  # another session: only the summaries are left
+  del lines[:]
+  again = reproduce.run_grid(_tuned(), str(tmp_path / "b"), quick=True, only=only,
+                             summaries_dir=summaries, log=lines.append)
+  assert again["seconds_this_invocation"] == {} and sum("summarized in" in l for l in lines) == 2
+  assert json.dumps(again["summary"]) == json.dumps(first["summary"])
+  out = str(tmp_path / "c")
+  r = subprocess.run([sys.executable, os.path.join(ROOT, "bin", "reproduce"), "--quick",
+                      f"--config={os.path.join(ROOT, 'configs', 'reproduce_tuned.py')}",
+                      f"--results_dir={out}", f"--summaries_dir={summaries}", "--report_only"],
+                     capture_output=True, text=True, cwd=ROOT, timeout=300,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert r.returncode == 0, r.stderr[-3000:]
+  results = json.load(open(os.path.join(out, "results.json")))
+  assert sorted(results["runs"]) == sorted(only) and results["seconds_this_invocation"] == {}
+  assert not os.path.exists(os.path.join(out, "runs"))
+  for name in results["figures"]:
+    assert os.path.getsize(os.path.join(out, name)) > 1000

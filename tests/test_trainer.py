@@ -228,6 +228,9 @@ def test_periodic_and_final_evaluation_are_recorded(tmp_path):
   assert final["classifier"]["check"]["test_accuracy"] >= 0.985
   raw = final["raw"]["agents"]
   assert len(raw) == 2 and raw[0]["fid"] != final["agents"][0]["fid"]
+  # every evaluation also scores the agents' samples pooled, an equal share each
+  assert [l["pooled"]["samples_per_agent"] for l in lines] == [100, 150]
+  assert final["pooled"]["num_samples"] == 300 and len(final["pooled"]["check_class_histogram"]) == 10
   for m in final["agents"]:
     both = np.minimum(m["class_histogram"], m["check_class_histogram"])
     assert m["robust_coverage"] == int(np.sum(both >= 0.05)) <= min(m["coverage"],

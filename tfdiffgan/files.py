@@ -6,10 +6,21 @@ import os
 
 def write_text(path, text):
   """Writes ``text`` through a temporary file beside ``path`` and a rename (atomic on POSIX)."""
+  write_bytes(path, text.encode())
+
+
+def copy_file(src, dst):
+  """Copies ``src`` to ``dst`` atomically (see ``write_text``)."""
+  with open(src, "rb") as f:
+    write_bytes(dst, f.read())
+
+
+def write_bytes(path, data):
+  """Writes ``data`` through a temporary file beside ``path`` and a rename (atomic on POSIX)."""
   tmp = f"{path}.tmp{os.getpid()}"
   try:
-    with open(tmp, "w") as f:
-      f.write(text)
+    with open(tmp, "wb") as f:
+      f.write(data)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -175,27 +175,39 @@ def fid_from_features(feats_a, feats_b):
   return frechet_distance(*gaussian_stats(feats_a), *gaussian_stats(feats_b))
 
 
+def disjoint_subsets(n_a, n_b, num_subsets, subset_size, rng):
+  """Index pairs of ``num_subsets`` disjoint subsets of each side, each of size
+  min(subset_size, n // num_subsets) (fewer subsets when a side is too small for two each)."""
+  num_subsets = max(1, min(num_subsets, n_a // 2, n_b // 2))
+  m = min(subset_size, n_a // num_subsets, n_b // num_subsets)
+  pa, pb = rng.permutation(n_a), rng.permutation(n_b)
+  return [(pa[i * m:(i + 1) * m], pb[i * m:(i + 1) * m]) for i in range(num_subsets)]
+
+
 def kid_from_features(feats_a, feats_b, num_subsets=10, subset_size=1000, seed=0):
   """Kernel Inception Distance: unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3 (Binkowski et al.
-  2018), averaged over random subsets; returns (mean, standard error)."""
+  2018), averaged over DISJOINT random subsets; returns (mean, standard error).
+
+  The subsets share no sample, so their MMD^2 values are independent and std / sqrt(n) is the
+  standard error of their mean (overlapping subsets, as drawn before, are correlated and made it
+  optimistic). With fewer than num_subsets * subset_size samples the subsets are smaller.
+  """
   a, b = np.asarray(feats_a, np.float64), np.asarray(feats_b, np.float64)
-  m = min(subset_size, len(a), len(b))
-  if m < 2:
+  if min(len(a), len(b)) < 2:
     raise ValueError("KID needs at least two samples on each side")
   d = a.shape[1]
-  rng = np.random.default_rng(seed)
   values = []
-  for _ in range(num_subsets):
-    x = a[rng.choice(len(a), m, replace=False)]
-    y = b[rng.choice(len(b), m, replace=False)]
+  for ia, ib in disjoint_subsets(len(a), len(b), num_subsets, subset_size,
+                                 np.random.default_rng(seed)):
+    x, y, m = a[ia], b[ib], len(ia)
     kxx = (x @ x.T / d + 1) ** 3
     kyy = (y @ y.T / d + 1) ** 3
     kxy = (x @ y.T / d + 1) ** 3
     values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) +
                   (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
   values = np.array(values)
-  return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) \
-      if len(values) > 1 else 0.0
+  se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+  return float(values.mean()), se
 
 
 def class_histogram(logits):
@@ -273,12 +285,27 @@ class Evaluator:
 
   def score_generator(self, generate, latent_dim, num_samples, seed=0, batch_size=1000):
     """``generate(z)`` -> images in [-1, 1]; draws num_samples from N(0, I) with ``seed``."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(0, num_samples, batch_size):
-      z = rng.normal(size=(min(batch_size, num_samples - i), latent_dim)).astype(np.float32)
-      images.append(np.asarray(generate(tf.constant(z))))
-    return self.score_images(np.concatenate(images))
+    return self.score_images(draw(generate, latent_dim, num_samples, seed, batch_size))
+
+  def score_pooled(self, generates, latent_dim, num_samples, seed=0, batch_size=1000):
+    """The scores of the POOLED samples of every agent, an equal share each (num_samples // K
+    per agent, the first ones of the noise ``score_generator`` draws with the same seed): the
+    network's samples as one distribution, not a mean of per-agent scores (the two can rank
+    models differently: Wang, Farnia et al., arXiv 2310.11714)."""
+    share = max(1, num_samples // len(generates))
+    images = np.concatenate([draw(g, latent_dim, share, seed, batch_size) for g in generates])
+    return {**self.score_images(images), "num_agents": len(generates), "samples_per_agent": share}
+
+
+def draw(generate, latent_dim, num_samples, seed=0, batch_size=1000):
+  """num_samples images of ``generate(z)`` for z ~ N(0, I) drawn with ``seed`` (the first n
+  of a longer draw are the same n)."""
+  rng = np.random.default_rng(seed)
+  images = []
+  for i in range(0, num_samples, batch_size):
+    z = rng.normal(size=(min(batch_size, num_samples - i), latent_dim)).astype(np.float32)
+    images.append(np.asarray(generate(tf.constant(z))))
+  return np.concatenate(images)
 
 
 def network_summary(per_agent):

@@ -13,10 +13,15 @@ import ml_collections
 
 def get_config():
   c = ml_collections.ConfigDict()
+  c.name = "paper"  # per-cell summaries go to SUMMARIES_DIR/paper/CELL/
   c.datasets = ["mnist", "fashion_mnist"]
   c.seeds = [0, 1]
   c.num_agents = 5
   c.width = 0.25
+  c.d_width = 0.0   # D as wide as G
+  c.n_d = 5         # the paper's five discriminator rounds per generator round
+  c.lr_decay = 0.0  # the paper's constant mu
+  c.ema_decay = 0.0
   c.iterations = 300
   c.eval_every = 100
   c.periodic_samples = 2000

@@ -1,8 +1,11 @@
 """Run the paper's experiments as a resumable grid; write RESULTS_DIR/results.json and figures.
 
   tfdiffgan-reproduce --results_dir=results [--quick] [--only=PREFIX,...] [--config=GRID.py]
+      [--summaries_dir=docs/results] [--report_only]
 
 The grid's default is tfdiffgan/configs/reproduce.py (the repository's configs/reproduce.py).
+Each finished cell is summarized in SUMMARIES_DIR/GRID/CELL/ (summary.json, agent_0.png); a
+summarized cell is skipped, and --report_only rebuilds everything from the summaries alone.
 """
 
 import os
@@ -21,6 +24,10 @@ flags.DEFINE_string("results_dir", None, "Where runs, results.json and figures g
 flags.DEFINE_bool("quick", False, "The minutes-long grid the tests run (tiny models, 2 iterations).")
 flags.DEFINE_list("only", [], "Train only the cells whose names start with one of these prefixes "
                   "(e.g. theorem1_warm,mnist/iid); the rest are left for another invocation.")
+flags.DEFINE_string("summaries_dir", "", "Where each finished cell's summary goes, under GRID/CELL/ "
+                    "(default RESULTS_DIR/summaries; the repository keeps them in docs/results).")
+flags.DEFINE_bool("report_only", False, "Train nothing: results.json, results.md and the figures "
+                  "from the summaries in --summaries_dir alone.")
 flags.mark_flags_as_required(["results_dir"])
 FLAGS = flags.FLAGS
 
@@ -29,7 +36,8 @@ def _reproduce(argv):
   del argv
   from tfdiffgan import cli, reproduce  # pylint: disable=g-import-not-at-top  (TensorFlow: see run)
   results = cli.run_or_explain(reproduce.run_grid, FLAGS.config, FLAGS.results_dir, FLAGS.quick,
-                               FLAGS.only)
+                               FLAGS.only, summaries_dir=FLAGS.summaries_dir,
+                               report_only=FLAGS.report_only)
   for key, v in results["summary"]["final"].items():
     print(f"{key:<40} FID {v['fid_mean']:8.2f} +- {v['fid_seed_std']:.2f}  KID {v['kid_mean']:.4f}"
           f"  coverage {v['coverage_mean']:.1f} (min {v['coverage_min']:.0f})")
@@ -43,6 +51,10 @@ def _reproduce(argv):
     if group in results["claims"]:
       v = results["claims"][group]
       print(f"claim {group}: {'holds' if v['holds'] else 'does NOT hold'} {v}")
+  for claim, v in results["claims"]["verdicts"].items():
+    print(f"over both datasets, {claim}: "
+          + {True: "holds", False: "does NOT hold", None: f"not yet (missing {v['missing']})"}[
+              v["holds"]])
   if results["claims"].get("faults"):
     v = results["claims"]["faults"]
     print(f"claim faults: {'holds' if v['holds'] else 'does NOT hold'} {v}")

@@ -3,11 +3,26 @@ claims as measured numbers, each with a verdict.
 
 Pure functions of the cells' records (run.cell_record), so they are tested on synthetic records.
 A claim without the runs it needs is None (or absent), never False.
+
+The bars, fixed before the grid on the tuned recipe ran (issue 24):
+  (i)   homogeneous shards: diffusion's final FID at most FID_BAR x centralized's and below
+        non-cooperative's, on every dataset, by the mean of per-agent FIDs AND by the FID of the
+        pooled samples (each over seeds; each seed's numbers are reported beside the verdict);
+  (ii)  two classes per agent: every diffusion agent of every seed gives each class at least
+        CLASS_SHARE_BAR of its samples by both classifiers, and the non-cooperative agent 0
+        gives its own two classes at least OWN_CLASSES_BAR, by both;
+  (iii) Theorem 1: a slope of SLOPE (within SLOPE_TOLERANCE) of log disagreement in log mu on
+        every graph with lambda_2 > 0, and the disagreement growing with lambda_2 at every mu.
 """
 
 import numpy as np
 
 from tfdiffgan.reproduce.grid import APART, THEOREM1_GROUPS
+
+FID_BAR = 1.10          # (i) diffusion's FID within 10% of centralized's
+CLASS_SHARE_BAR = 0.05  # (ii) every class at least 5% of a diffusion agent's samples
+OWN_CLASSES_BAR = 0.90  # (ii) the non-cooperative agent 0: at least 90% in its own two classes
+SLOPE, SLOPE_TOLERANCE = 2.0, 0.5  # (iii) disagreement = O(mu^2)
 
 
 def weakest_share(agent):
@@ -28,10 +43,16 @@ def _final_row(rs):
   """One (dataset, partition, mode): final metrics, mean (and spread) over its seeds."""
   net = [r["final"]["network"] for r in rs]
   agent0 = [r["final"]["agents"][0] for r in rs]
+  pooled = [r["final"]["pooled"]["fid"] for r in rs if r["final"].get("pooled")]
   return {
       "seeds": len(rs),
+      "seed_list": [r["seed"] for r in rs],
       "fid_mean": float(np.mean([n["fid_mean"] for n in net])),
       "fid_seed_std": float(np.std([n["fid_mean"] for n in net])),
+      "fid_per_seed": [float(n["fid_mean"]) for n in net],
+      # the FID of every agent's samples pooled (None for results scored before it existed)
+      "pooled_fid_mean": float(np.mean(pooled)) if len(pooled) == len(rs) else None,
+      "pooled_fid_per_seed": pooled if len(pooled) == len(rs) else None,
       "kid_mean": float(np.mean([n["kid_mean"] for n in net])),
       "coverage_mean": float(np.mean([n["coverage_mean"] for n in net])),
       "coverage_min": float(np.min([n["coverage_min"] for n in net])),
@@ -129,18 +150,44 @@ def theorem1_fits(runs):
   return fits
 
 
+def _fid_bar(dif, cen, non):
+  """Bar (i) on one reading of the FID (numbers: mean over seeds; per seed beside them)."""
+  ratio = dif / cen
+  return {"diffusion": dif, "centralized": cen, "noncooperative": non,
+          "diffusion_over_centralized": ratio, "noncooperative_over_diffusion": non / dif,
+          "holds": bool(ratio <= FID_BAR and non > dif)}
+
+
 def homogeneous_claim(final, dataset):
-  """Diffusion within 10% of the centralized FID, non-cooperative worse than diffusion."""
+  """Bar (i): diffusion within FID_BAR of the centralized FID and non-cooperative worse than
+  diffusion, by the per-agent mean and, where scored, by the pooled FID (both must hold)."""
   cen, dif = final.get(f"{dataset}/iid/centralized"), final.get(f"{dataset}/iid/diffusion")
   non = final.get(f"{dataset}/iid/noncooperative")
   if not (cen and dif and non):
     return None
-  ratio = dif["fid_mean"] / cen["fid_mean"]
-  return {
+  mean = _fid_bar(dif["fid_mean"], cen["fid_mean"], non["fid_mean"])
+  out = {
+      "bar": f"diffusion FID <= {FID_BAR} x centralized and < non-cooperative",
       "fid_diffusion": dif["fid_mean"], "fid_centralized": cen["fid_mean"],
-      "fid_noncooperative": non["fid_mean"], "diffusion_over_centralized": ratio,
-      "noncooperative_over_diffusion": non["fid_mean"] / dif["fid_mean"],
-      "holds": bool(ratio <= 1.10 and non["fid_mean"] > dif["fid_mean"])}
+      "fid_noncooperative": non["fid_mean"],
+      "diffusion_over_centralized": mean["diffusion_over_centralized"],
+      "noncooperative_over_diffusion": mean["noncooperative_over_diffusion"],
+      "per_agent_mean": mean,
+      "per_seed": {m: v.get("fid_per_seed") for m, v in
+                   (("diffusion", dif), ("centralized", cen), ("noncooperative", non))},
+      "seed_std": {"diffusion": dif["fid_seed_std"], "centralized": cen["fid_seed_std"],
+                   "noncooperative": non["fid_seed_std"]},
+      "seeds": dif["seeds"]}
+  holds = mean["holds"]
+  if all(v.get("pooled_fid_mean") is not None for v in (cen, dif, non)):
+    out["pooled"] = _fid_bar(dif["pooled_fid_mean"], cen["pooled_fid_mean"],
+                             non["pooled_fid_mean"])
+    out["pooled"]["per_seed"] = {m: v["pooled_fid_per_seed"] for m, v in
+                                 (("diffusion", dif), ("centralized", cen),
+                                  ("noncooperative", non))}
+    holds = holds and out["pooled"]["holds"]
+  out["holds"] = bool(holds)
+  return out
 
 
 def _noniid_runs(runs, dataset, mode):
@@ -148,25 +195,37 @@ def _noniid_runs(runs, dataset, mode):
           and r["mode"] == mode and r["final"]]
 
 
+def own_share(agent, classes=(0, 1)):
+  """The share of an agent's samples in ``classes``, the smaller of the two classifiers'."""
+  hists = [agent["class_histogram"]] + ([agent["check_class_histogram"]]
+                                         if "check_class_histogram" in agent else [])
+  return float(min(sum(h[c] for c in classes) for h in hists))
+
+
 def nonhomogeneous_claim(runs, dataset):
-  """With two classes per agent, every diffusion agent draws every class (>= 5% by both
-  classifiers), while the non-cooperative agent 0 draws almost only its own two (>= 90%)."""
-  agents = [a for r in _noniid_runs(runs, dataset, "diffusion") for a in r["final"]["agents"]]
-  agent0_non = [r["final"]["agents"][0]["class_histogram"]
-                for r in _noniid_runs(runs, dataset, "noncooperative")]
-  if not (agents and agent0_non):
+  """Bar (ii): with two classes per agent, every diffusion agent draws every class (>=
+  CLASS_SHARE_BAR by both classifiers), while the non-cooperative agent 0 draws almost only its
+  own two (>= OWN_CLASSES_BAR by both)."""
+  dif, non = _noniid_runs(runs, dataset, "diffusion"), _noniid_runs(runs, dataset, "noncooperative")
+  agents = [a for r in dif for a in r["final"]["agents"]]
+  if not (agents and non):
     return None
   min_share = min(weakest_share(a) for a in agents)
-  own = [float(h[0] + h[1]) for h in agent0_non]
+  own = [own_share(r["final"]["agents"][0]) for r in non]
   return {
+      "bar": f"every diffusion agent >= {CLASS_SHARE_BAR:.0%} in each class; non-cooperative "
+             f"agent 0 >= {OWN_CLASSES_BAR:.0%} in its own two (both classifiers)",
       "classifiers": ("main and check" if all("check_class_histogram" in a for a in agents)
                       else "main"),
       "diffusion_min_class_share_over_agents_and_seeds": min_share,
+      "diffusion_min_class_share_per_seed": {
+          r["seed"]: min(weakest_share(a) for a in r["final"]["agents"]) for r in dif},
       "diffusion_agents_at_least_5pct_each_class": int(sum(
-          weakest_share(a) >= 0.05 for a in agents)),
+          weakest_share(a) >= CLASS_SHARE_BAR for a in agents)),
       "diffusion_agents": len(agents),
       "noncooperative_agent0_share_in_own_two_classes": own,
-      "holds": bool(min_share >= 0.05 and min(own) >= 0.90)}
+      "seeds": sorted({r["seed"] for r in dif}),
+      "holds": bool(min_share >= CLASS_SHARE_BAR and min(own) >= OWN_CLASSES_BAR)}
 
 
 def theorem1_claim(fits):
@@ -178,10 +237,25 @@ def theorem1_claim(fits):
                   for a, b in zip(graphs, graphs[1:]))
               for i in range(len(fits[graphs[0]]["mu"]))]
   return {
+      "bar": f"slope {SLOPE} +- {SLOPE_TOLERANCE} on every graph with lambda_2 > 0; growing "
+             "with lambda_2 at every mu",
       "slopes": slopes, "graphs_by_lambda_2": graphs,
       "monotone_in_lambda_2_at_each_mu": monotone,
-      "holds": bool(all(s is not None and abs(s - 2) <= 0.5 for s in slopes.values())
-                    and all(monotone))}
+      "holds": bool(all(s is not None and abs(s - SLOPE) <= SLOPE_TOLERANCE
+                        for s in slopes.values()) and all(monotone))}
+
+
+def verdicts(per_dataset, datasets=("mnist", "fashion_mnist")):
+  """Claims (i) and (ii) over both datasets: True or False once every dataset has its runs,
+  None (with the datasets missing) before."""
+  out = {}
+  for claim in ("homogeneous", "nonhomogeneous"):
+    have = {ds: per_dataset.get(ds, {}).get(claim) for ds in datasets}
+    missing = [ds for ds, v in have.items() if v is None]
+    out[claim] = {"holds": None if missing else all(v["holds"] for v in have.values()),
+                  "missing": missing,
+                  "per_dataset": {ds: v["holds"] for ds, v in have.items() if v is not None}}
+  return out
 
 
 def claims(runs, summary):
@@ -192,7 +266,7 @@ def claims(runs, summary):
     c = {"homogeneous": homogeneous_claim(summary["final"], ds),
          "nonhomogeneous": nonhomogeneous_claim(runs, ds)}
     per_dataset[ds] = {k: v for k, v in c.items() if v is not None}
-  out = {"per_dataset": per_dataset}
+  out = {"per_dataset": per_dataset, "verdicts": verdicts(per_dataset)}
   if summary.get("faults"):
     out["faults"] = faults_claim(summary["faults"])
   for group in THEOREM1_GROUPS:

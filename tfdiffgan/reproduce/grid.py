@@ -69,7 +69,9 @@ def base_config(grid, dataset, seed, num_agents):
   agent 0 holding classes {0, 1} when the shards are by class."""
   c = default_config.get_config()
   c.seed, c.num_agents, c.data.name = seed, num_agents, dataset
-  c.model.width = grid.width
+  c.model.width, c.model.d_width = grid.width, grid.get("d_width", 0.0)
+  c.train.n_d = grid.get("n_d", c.train.n_d)
+  c.train.lr_decay, c.train.ema_decay = grid.get("lr_decay", 0.0), grid.get("ema_decay", 0.0)
   c.eval.eval_every, c.eval.periodic_samples = grid.eval_every, grid.periodic_samples
   c.eval.final_samples = grid.final_samples
   c.topology.graph = "paper5" if num_agents == 5 else "ring"
@@ -82,9 +84,13 @@ def base_config(grid, dataset, seed, num_agents):
 def main_cells(grid, seed):
   """Figs. 3-5 (homogeneous shards, every mode) and Fig. 6 (two classes per agent) for one seed."""
   out = []
+  by_dataset, baseline_seeds = grid.get("seeds_by_dataset", {}), grid.get("baseline_seeds", None)
   for dataset in grid.datasets:
+    if seed not in by_dataset.get(dataset, grid.seeds):
+      continue
     for mode in grid.homogeneous_modes:
-      if mode in BASELINES and dataset not in grid.baseline_datasets:
+      if mode in BASELINES and (dataset not in grid.baseline_datasets
+                                or (baseline_seeds is not None and seed not in baseline_seeds)):
         continue
       c = base_config(grid, dataset, seed, grid.num_agents)
       c.train.mode, c.data.partition = mode, "iid"
@@ -104,6 +110,7 @@ def sweep_config(grid, graph, mu, iterations, log_every):
   c.topology.graph, c.data.partition = graph, "iid"
   if mu is not None:
     c.train.learning_rate = mu
+  c.train.lr_decay = c.train.ema_decay = 0.0  # a constant mu, the iterates: what Theorem 1 is about
   c.train.iterations = c.train.checkpoint_every = c.train.sample_every = iterations
   c.train.log_every = log_every
   c.eval.eval_every, c.eval.final_samples = 0, 0
@@ -113,6 +120,8 @@ def sweep_config(grid, graph, mu, iterations, log_every):
 def theorem1_cells(grid):
   """The disagreement against mu and the graph, every run from scratch."""
   t = grid.theorem1
+  if not t.get("from_scratch", True):
+    return []
   return [Cell(f"theorem1/{graph}/mu{mu}", "theorem1",
                sweep_config(grid, graph, mu, t.iterations, t.log_every))
           for graph in t.graphs for mu in t.mus]

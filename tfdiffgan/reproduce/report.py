@@ -13,11 +13,13 @@ from tfdiffgan.reproduce.grid import APART, THEOREM1_GROUPS
 
 
 def _final_lines(final):
-  lines = ["| dataset / shards / mode | seeds | FID (mean over agents) | +- over seeds | KID "
-           "| coverage mean (min) | parameters sent / iteration | train s / run |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = ["| dataset / shards / mode | seeds | FID (mean over agents) | +- over seeds | "
+           "FID (pooled) | KID | coverage mean (min) | parameters sent / iteration | "
+           "train s / run |", "|---|---|---|---|---|---|---|---|---|"]
   for key, v in final.items():
+    pooled = "-" if v.get("pooled_fid_mean") is None else f"{v['pooled_fid_mean']:.2f}"
     lines.append(f"| {key} | {v['seeds']} | {v['fid_mean']:.2f} | {v['fid_seed_std']:.2f} | "
+                 f"{pooled} | "
                  f"{v['kid_mean']:.2f} | {v['coverage_mean']:.1f} ({v['coverage_min']:.0f}) | "
                  f"{int(v['parameters_sent_per_iteration']):,} | {v['train_seconds_mean']:.0f} |")
   return lines
@@ -62,11 +64,54 @@ def _wall_time_lines(runs):
           ", ".join(f"{g} {s:.0f}" for g, s in sorted(groups.items()))]
 
 
+def _verdict(v):
+  return "-" if v is None else ("**holds**" if v else "**fails**")
+
+
+def _claims_lines(claims):
+  """The claims against their bars, per dataset: numbers, seeds, verdict."""
+  lines = ["| claim | dataset | bar | numbers (mean over seeds; per seed) | seeds | verdict |",
+           "|---|---|---|---|---|---|"]
+  for ds, c in sorted(claims.get("per_dataset", {}).items()):
+    h = c.get("homogeneous")
+    if h:
+      nums = "; ".join(
+          f"{label}: diffusion {v['diffusion']:.2f} / centralized {v['centralized']:.2f} "
+          f"(x{v['diffusion_over_centralized']:.3f}) / non-coop. {v['noncooperative']:.2f}"
+          for label, v in (("per-agent mean", h["per_agent_mean"]), ("pooled", h.get("pooled")))
+          if v)
+      nums += f"; per seed {h['per_seed']}"
+      lines.append(f"| (i) homogeneous | {ds} | {h['bar']} | {nums} | {h['seeds']} | "
+                   f"{_verdict(h['holds'])} |")
+    n = c.get("nonhomogeneous")
+    if n:
+      nums = (f"weakest class share of any diffusion agent "
+              f"{n['diffusion_min_class_share_over_agents_and_seeds']:.3f} (per seed "
+              f"{n['diffusion_min_class_share_per_seed']}); non-coop. agent 0 in its two "
+              f"classes {[round(x, 3) for x in n['noncooperative_agent0_share_in_own_two_classes']]}")
+      lines.append(f"| (ii) two classes per agent | {ds} | {n['bar']} ({n['classifiers']}) | "
+                   f"{nums} | {len(n['seeds'])} | {_verdict(n['holds'])} |")
+  for group in THEOREM1_GROUPS:
+    t = claims.get(group)
+    if t:
+      slopes = {g: None if v is None else round(v, 2) for g, v in t["slopes"].items()}
+      lines.append(f"| (iii) Theorem 1 ({group}) | mnist | {t['bar']} | slopes {slopes}, "
+                   f"monotone {t['monotone_in_lambda_2_at_each_mu']} | 1 | "
+                   f"{_verdict(t['holds'])} |")
+  v = claims.get("verdicts", {})
+  lines.append("")
+  lines.append("Over both datasets: " + ", ".join(
+      f"{k} {_verdict(x['holds'])}" + (f" (missing {', '.join(x['missing'])})"
+                                       if x["missing"] else "") for k, x in v.items()))
+  return lines + [""]
+
+
 def markdown(results):
-  """The table of final metrics per mode, the Theorem 1 fits, the faults table and the wall
-  times, as Markdown (docs/RESULTS.md quotes it)."""
+  """The claims against their bars, the table of final metrics per mode, the Theorem 1 fits,
+  the faults table and the wall times, as Markdown (docs/RESULTS.md quotes it)."""
   summary = results["summary"]
-  lines = _final_lines(summary["final"])
+  lines = _claims_lines(results["claims"]) if results.get("claims", {}).get("per_dataset") else []
+  lines += _final_lines(summary["final"])
   for group in THEOREM1_GROUPS:
     if summary.get(group):
       lines += _theorem1_lines(group, summary[group])
@@ -95,20 +140,49 @@ def _homogeneous(runs, ds, mode=None):
           and (mode is None or r["mode"] == mode)]
 
 
+def fid_band(runs):
+  """Per iteration: the mean FID over every agent of every run, and its min and max (Fig. 3's
+  band over agents and seeds); from the mean/min/max curve for records without agents' FIDs."""
+  pts = {}
+  for r in runs:
+    agents = [(it, fids) for it, fids in r.get("fid_curve_agents") or [] if fids]
+    for it, fids in agents or [(it, [mean, lo, hi]) for it, mean, lo, hi in r["fid_curve"]]:
+      pts.setdefault(it, []).extend(fids)
+  its = sorted(pts)
+  return (np.array(its), np.array([np.mean(pts[i]) for i in its]),
+          np.array([np.min(pts[i]) for i in its]), np.array([np.max(pts[i]) for i in its]))
+
+
+def pooled_curve(runs):
+  """Per iteration: the pooled FID, mean over seeds (empty without pooled scores)."""
+  pts = {}
+  for r in runs:
+    for it, fid in r.get("fid_curve_pooled") or []:
+      pts.setdefault(it, []).append(fid)
+  its = sorted(pts)
+  return np.array(its), np.array([np.mean(pts[i]) for i in its])
+
+
 def fig3(plt, runs, ds, modes):
-  """FID against iterations, mean over agents (line) and agent spread (band), per mode."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for mode in modes:
-    curves = [np.array(r["fid_curve"]) for r in _homogeneous(runs, ds, mode) if r["fid_curve"]]
-    if not curves:
+  """FID against iterations per mode: the mean over agents and seeds (line), its range over
+  agents and seeds (band) and the pooled samples' FID (dashed, where scored)."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for i, mode in enumerate(modes):
+    rs = [r for r in _homogeneous(runs, ds, mode) if r["fid_curve"]]
+    if not rs:
       continue
-    n = min(len(c) for c in curves)
-    c = np.mean([c[:n] for c in curves], axis=0)
-    ax.plot(c[:, 0], c[:, 1], label=mode)
-    ax.fill_between(c[:, 0], c[:, 2], c[:, 3], alpha=0.2)
+    color = f"C{i}"
+    its, mean, lo, hi = fid_band(rs)
+    seeds = len({r["seed"] for r in rs})
+    ax.plot(its, mean, "o-", ms=3, color=color, label=f"{mode} ({seeds} seed{'s' * (seeds > 1)})")
+    ax.fill_between(its, lo, hi, color=color, alpha=0.2)
+    pits, pooled = pooled_curve(rs)
+    if len(pits):
+      ax.plot(pits, pooled, "--", color=color, lw=1)
+  ax.plot([], [], "k--", lw=1, label="pooled samples")
   ax.set(xlabel="iteration", ylabel="FID (project classifier)", yscale="log",
-         title=f"Fig. 3: homogeneous {ds}")
-  ax.legend()
+         title=f"Fig. 3: homogeneous {ds} (band: agents and seeds)")
+  ax.legend(fontsize=8)
   return fig
 
 
@@ -132,22 +206,36 @@ def fig6(plt, noniid, ds, results_dir):
     axes[0, j].set_title(f"{r['mode']}: agent 0 saw {own}")
     axes[0, j].axis("off")
     if r["final"]:
-      axes[1, j].bar(range(10), r["final"]["agents"][0]["class_histogram"])
+      agent = r["final"]["agents"][0]
+      hists = [("main", agent["class_histogram"])] + (
+          [("check", agent["check_class_histogram"])] if "check_class_histogram" in agent else [])
+      for h, (label, hist) in enumerate(hists):
+        axes[1, j].bar(np.arange(10) + (h - (len(hists) - 1) / 2) * 0.4, hist,
+                       width=0.4 if len(hists) > 1 else 0.8, label=f"{label} classifier")
       axes[1, j].axhline(0.05, color="gray", ls="--", lw=0.8)
-    axes[1, j].set(xticks=range(10), xlabel="class (project classifier)",
-                   ylabel="share of samples")
+      axes[1, j].set_ylim(0, 1.25 * max(max(h) for _, h in hists))  # room for the legend
+      axes[1, j].legend(fontsize=7, ncol=2, loc="upper center")
+    axes[1, j].set(xticks=range(10), xlabel="class", ylabel="share of agent 0's samples")
   return fig
 
 
 def communication(plt, final):
-  """Final FID against the parameters each iteration sends, per homogeneous mode."""
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for key, v in final.items():
-    if "/iid/" in key and v["parameters_sent_per_iteration"] is not None:
-      ax.scatter(max(v["parameters_sent_per_iteration"], 1), v["fid_mean"])
-      ax.annotate(key, (max(v["parameters_sent_per_iteration"], 1), v["fid_mean"]), fontsize=7)
-  ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)", ylabel="final FID",
-         title="quality against communication")
+  """Final FID against the parameters each iteration sends, per homogeneous mode, one panel per
+  dataset (filled: the mean of per-agent FIDs; hollow: the pooled samples' FID)."""
+  datasets = sorted({key.split("/")[0] for key in final if "/iid/" in key})
+  fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+  for ax, ds in zip(axes[0], datasets):
+    for i, (key, v) in enumerate((k, v) for k, v in final.items() if k.startswith(f"{ds}/iid/")):
+      if v["parameters_sent_per_iteration"] is None:
+        continue
+      x, mode = max(v["parameters_sent_per_iteration"], 1), key.split("/")[-1]
+      ax.scatter(x, v["fid_mean"], color=f"C{i}", label=mode)
+      if v.get("pooled_fid_mean") is not None:
+        ax.scatter(x, v["pooled_fid_mean"], facecolors="none", edgecolors=f"C{i}")
+    ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)",
+           ylabel="final FID (filled: per-agent mean; hollow: pooled)",
+           title=f"quality against communication: {ds}")
+    ax.legend(fontsize=7)
   return fig
 
 

@@ -113,7 +113,10 @@ class Readout:
     entry = {"iteration": step, "num_samples": num_samples,
              "generator": "averaged" if self.averaged else "iterate",
              "ema_decay": self.step.ema_decay, "agents": per_agent,
-             "network": network, "classifier": self.evaluator.describe()}
+             "network": network, "classifier": self.evaluator.describe(),
+             "pooled": self.evaluator.score_pooled(  # every agent's samples as one set
+                 [lambda z, g=g: g(z, training=False) for g in gens],
+                 self.config.model.latent_dim, num_samples, seed=seeds.evaluation(self.config.seed))}
     if raw_gens is not None:
       raw = self.score(raw_gens, num_samples)
       entry["raw"] = {"agents": raw, "network": metrics.network_summary(raw)}
