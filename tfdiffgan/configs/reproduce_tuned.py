@@ -27,7 +27,7 @@ def get_config():
   c.periodic_samples = 500
   c.final_samples = 5000
   c.baseline_seeds = [0]  # fusion and gossip (MNIST only): one seed, to keep the grid near 6 h
-  c.fusion_period = 2  # n_d + n_g = 2 rounds
+  c.fusion_period = 5  # FedGAN: D and G averaged every 5 iterations (every 1 would be the complete graph)
   # Theorem 1 from one common trained state only (claim iii), at a constant mu
   t = c.theorem1
   t.from_scratch = False
