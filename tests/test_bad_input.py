@@ -83,7 +83,7 @@ def test_a_run_refused_at_start_up_leaves_no_workdir(tmp_path, idx_dir):
   workdir = tmp_path / "new" / "run"
   with pytest.raises(ConfigError, match="fewer than data.batch_size"):
     run_lib.train_and_evaluate(tiny_config(idx_dir, **{"data.batch_size": 100000}), str(workdir))
-  assert not workdir.exists()
+  assert not workdir.exists() and not (tmp_path / "new").exists()
 
 
 @pytest.mark.e2e

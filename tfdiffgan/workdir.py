@@ -52,11 +52,25 @@ def prepare(workdir):
   return workdir
 
 
-def remove_if_unused(workdir):
-  """Removes a workdir that holds nothing but lock files (a run that failed at start-up)."""
+def first_missing(workdir):
+  """The outermost directory of ``workdir``'s path that does not exist yet (None if it does)."""
+  path, missing = os.path.abspath(workdir), None
+  while path and not os.path.exists(path):
+    path, missing = os.path.dirname(path), path
+  return missing
+
+
+def remove_if_unused(workdir, created):
+  """Removes a workdir that holds nothing but lock files (a run that failed at start-up), and
+  the parents ``prepare`` made for it up to ``created``, when they are empty."""
   try:
-    if all(name.startswith(LOCK_NAME) for name in os.listdir(workdir)):
-      shutil.rmtree(workdir, ignore_errors=True)
+    if not all(name.startswith(LOCK_NAME) for name in os.listdir(workdir)):
+      return
+    shutil.rmtree(workdir, ignore_errors=True)
+    path = os.path.dirname(os.path.abspath(workdir))
+    while len(path) >= len(created) and os.path.isdir(path) and not os.listdir(path):
+      os.rmdir(path)
+      path = os.path.dirname(path)
   except OSError:
     pass
 

@@ -124,12 +124,12 @@ def train_and_evaluate(config, workdir):
   if config.train.strategy == "multiworker":  # one lock per worker: the chief's is the usual one
     _, worker = placement_lib.cluster_from_env()
     lock_name += f".worker{worker}" if worker else ""
-  created = not os.path.exists(workdir)
+  created = workdir_lib.first_missing(workdir)
   workdir_lib.prepare(workdir)
   try:
     with workdir_lib.lock(workdir, lock_name), workdir_lib.disk_errors(workdir):
       return Run(config, workdir).train()
   except Exception:
     if created:  # a run that failed before writing anything leaves no workdir behind
-      workdir_lib.remove_if_unused(workdir)
+      workdir_lib.remove_if_unused(workdir, created)
     raise
