@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -168,6 +169,6 @@ def generate(model, num, out, seed=0):
               for i in range(num)]
     return [export_lib.write_png(out, export_lib.image_grid(images))]
   except (OSError, tf.errors.OpError) as e:
-    reason = getattr(e, "message", None) or str(e)
-    raise ExportError(f"cannot write --out={out}: {reason.strip().splitlines()[0][:200]}; "
-                      "choose a writable path.") from e
+    reason = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "",
+                    getattr(e, "message", None) or str(e)).strip().splitlines()[0][:200]
+    raise ExportError(f"cannot write --out={out}: {reason}; choose a writable path.") from e
