@@ -12,6 +12,8 @@ from conftest import ROOT, make_idx_dir
 import tfdiffgan
 from tfdiffgan import tflogs
 
+pytestmark = pytest.mark.e2e
+
 PROGRAMS = ("train", "evaluate", "generate", "reproduce")
 TINY = ["--config.model.width=0.125", "--config.model.d_width=0", "--config.data.batch_size=16",
         "--config.train.iterations=2", "--config.train.n_d=1", "--config.eval.final_samples=0",

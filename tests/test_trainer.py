@@ -21,6 +21,8 @@ from tfdiffgan.config import ConfigError
 from tfdiffgan.data import DataError
 from tfdiffgan.topology import TopologyError
 
+pytestmark = pytest.mark.e2e
+
 
 def _bin_train(workdir, *args):
   cmd = [sys.executable, os.path.join(ROOT, "bin", "train"),
