@@ -144,7 +144,7 @@ def test_modes_build_the_right_network(tmp_path, idx_dir, capsys):
     ({"data.source_dir": "/nonexistent/mnist"}, DataError, "does not exist"),
     ({"train.mode": "federated"}, ConfigError, "train.mode='federated' is not one of"),
     ({"train.n_d": 0}, ConfigError, "train.n_d=0 must be a positive integer"),
-    # issue 11: each failed before and left a config.json that refused the corrected rerun
+    # refused at start-up, before anything is written: the corrected rerun is not refused
     ({"data.batch_size": 100000}, ConfigError,
      r"agent\(s\) \[0, 1\] hold \[100, 100\] images, fewer than data.batch_size=100000"),
     ({"data.partition": "dirichlet", "data.dirichlet_alpha": 1e-3, "num_agents": 5}, ConfigError,
@@ -333,8 +333,8 @@ def test_divergence_advice_fits_the_config(tmp_path, idx_dir):
 
 
 def test_failed_start_leaves_the_workdir_to_the_corrected_run(tmp_path, idx_dir):
-  """Issue 11, case 3: a config.json left by a start that failed before any checkpoint (older
-  versions wrote it early) does not refuse a different, corrected config."""
+  """A config.json and log rows left in a workdir without any checkpoint (a start that failed
+  before its first save) do not refuse a different, corrected config, which trains from 1."""
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text(tiny_config(idx_dir, **{"data.batch_size": 100000}).to_json())
@@ -355,7 +355,7 @@ def _files(workdir):
 
 def test_resume_after_a_kill_keeps_records_whole_and_a_finished_rerun_changes_nothing(
     tmp_path, idx_dir):
-  """Issue 11, case 4: killed after iteration 3 with its checkpoint at 2, the resumed run writes
+  """Killed after iteration 3 with its checkpoint at 2, the resumed run writes
   iteration 3 once, adds its time to the first session's, and counts messages over the whole run;
   rerunning the finished run leaves every file as it was."""
   straight = run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}),
