@@ -130,8 +130,15 @@ def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
     assert set(got) == set(reference), name
     worst[name] = max(float(np.max(np.abs(got[k] - reference[k]))) for k in reference)
     if workers > 1:
+      # the run did spread the agents as asked and combined over the wire with the exchange
+      # named in its flags (not a silent fallback), which carried bytes
       record = json.load(open(os.path.join(workdir, "run.json")))
-      assert record["placement"]["processes"] == workers
+      per_worker = 4 // workers
+      assert record["placement"]["agents"] == [
+          list(range(w * per_worker, (w + 1) * per_worker)) for w in range(workers)], name
+      assert record["exchange"] == name.rstrip("0123456789"), (name, record["exchange"])
+      traffic = record["exchange_bytes_per_iteration"]
+      assert traffic["sent"] > 0 and traffic["received"] > 0, (name, traffic)
       assert len(os.listdir(os.path.join(workdir, "export"))) == 4  # the chief exported all
   print("max abs weight difference vs one process:", worst)
   assert max(worst.values()) < 1e-5, worst
