@@ -51,33 +51,47 @@ def _direct_uses(fn, names):
   return heavy, uses
 
 
-def unmarked_end_to_end_tests(source, fixtures_heavy=frozenset()):
-  """Names of the test functions in source that are end-to-end (directly, through a helper or a
-  fixture of the module, or a heavy fixture of conftest) but carry no e2e mark."""
-  tree = ast.parse(source)
-  module_marked = any(
-      isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
-                                        for t in n.targets) and _is_e2e_mark(n.value)
-      for n in tree.body)
-  functions = _functions(tree)
-  direct = {name: _direct_uses(fn, functions) for name, fn in functions.items()}
-  heavy = {name for name, (h, _) in direct.items() if h}
+def heavy_functions(source, external=frozenset()):
+  """The module's functions (helpers, fixtures, tests) that make a heavy call themselves or
+  through another one, to a fixed point; external names a conftest fixture or a helper imported
+  from another test module that is heavy there."""
+  functions = _functions(ast.parse(source))
+  known = set(functions) | set(external)
+  direct = {name: _direct_uses(fn, known) for name, fn in functions.items()}
+  heavy = {name for name, (h, _) in direct.items() if h} | set(external)
   changed = True
-  while changed:   # a helper of a helper, a fixture using a helper: to a fixed point
+  while changed:   # a helper of a helper, a fixture using a helper
     changed = False
     for name, (_, uses) in direct.items():
       if name not in heavy and uses & heavy:
         heavy.add(name)
         changed = True
-  offenders = []
-  for name, fn in functions.items():
-    if not name.startswith("test_") or module_marked:
-      continue
-    uses_heavy_fixture = any(a.arg in fixtures_heavy for a in fn.args.args)
-    if (name in heavy or uses_heavy_fixture) and not any(_is_e2e_mark(d) for d in
-                                                         fn.decorator_list):
-      offenders.append(name)
-  return offenders
+  return heavy
+
+
+def _imported_heavy(source, heavy_by_module):
+  """Names this module imports from conftest or a sibling test module that are heavy there."""
+  out = set()
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.ImportFrom) and node.module in heavy_by_module:
+      out |= {a.name for a in node.names} & heavy_by_module[node.module]
+  return out
+
+
+def unmarked_end_to_end_tests(source, external=frozenset()):
+  """Names of the test functions in source that are end-to-end (directly, through a helper or a
+  fixture) but carry no e2e mark of their own or of the module."""
+  tree = ast.parse(source)
+  module_marked = any(
+      isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
+                                        for t in n.targets) and _is_e2e_mark(n.value)
+      for n in tree.body)
+  if module_marked:
+    return []
+  heavy = heavy_functions(source, external)
+  return [name for name, fn in _functions(tree).items()
+          if name.startswith("test_") and name in heavy and
+          not any(_is_e2e_mark(d) for d in fn.decorator_list)]
 
 
 def test_the_scan_finds_unmarked_tests_that_launch_train_or_use_a_helper_that_does():
@@ -118,19 +132,28 @@ def test_the_scan_finds_unmarked_tests_that_launch_train_or_use_a_helper_that_do
   assert sorted(unmarked_end_to_end_tests(source)) == [
       "test_launches", "test_runs", "test_trains", "test_uses_fixture"]
   assert unmarked_end_to_end_tests("import pytest\npytestmark = [pytest.mark.e2e]\n" + source) == []
+  imported = "from test_other import _train\n\ndef test_imports_a_trainer():\n  _train()\n"
+  assert unmarked_end_to_end_tests(imported) == []
+  assert unmarked_end_to_end_tests(imported, external={"_train"}) == ["test_imports_a_trainer"]
+  heavy_by_module = {"test_other": heavy_functions(source)}
+  assert _imported_heavy("from test_other import _launch, _pure\n", heavy_by_module) == {"_launch"}
 
 
 def test_every_end_to_end_test_is_marked_e2e():
-  conftest = os.path.join(ROOT, "tests", "conftest.py")
-  with open(conftest) as f:
-    tree = ast.parse(f.read())
-  functions = _functions(tree)
-  conftest_heavy = frozenset(name for name, fn in functions.items()
-                             if _direct_uses(fn, functions)[0])
-  offenders = []
-  for path in sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.py"))):
+  paths = sorted(glob.glob(os.path.join(ROOT, "tests", "test_*.py")))
+  sources = {}
+  for path in [os.path.join(ROOT, "tests", "conftest.py")] + paths:
     with open(path) as f:
-      offenders += [f"{os.path.basename(path)}::{name}"
-                    for name in unmarked_end_to_end_tests(f.read(), conftest_heavy)]
+      sources[os.path.basename(path)[:-3]] = f.read()
+  # conftest's fixtures are heavy for every module; a module's helpers for those that import them
+  heavy_by_module = {"conftest": heavy_functions(sources["conftest"])}
+  for name, source in sources.items():
+    heavy_by_module.setdefault(name, heavy_functions(source, heavy_by_module["conftest"]))
+  offenders = []
+  for name, source in sources.items():
+    if name == "conftest":
+      continue
+    external = heavy_by_module["conftest"] | _imported_heavy(source, heavy_by_module)
+    offenders += [f"{name}.py::{test}" for test in unmarked_end_to_end_tests(source, external)]
   assert not offenders, ("end-to-end tests without @pytest.mark.e2e (or a module "
                          f"pytestmark): {offenders}")
