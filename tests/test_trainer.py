@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, make_idx_dir, tiny_config
 from tfdiffgan import models
 from tfdiffgan import topology
 from tfdiffgan import run as run_lib
@@ -73,6 +74,23 @@ def _weights(t):
           for v in m.weights]
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """One tiny run trained for 2 iterations (ckpt-2), trained once for the tests that start from
+  a finished run; each works on its own copy."""
+  idx = str(tmp_path_factory.mktemp("idx"))
+  make_idx_dir(idx)
+  workdir = str(tmp_path_factory.mktemp("finished") / "run")
+  run_lib.train_and_evaluate(tiny_config(idx, **{"train.iterations": 2}), workdir)
+  return idx, workdir
+
+
+def _copy_of(finished_run, target):
+  idx, workdir = finished_run
+  shutil.copytree(workdir, str(target))
+  return idx, str(target)
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
   cfg = lambda n: tiny_config(idx_dir, **{"train.iterations": n, "train.ema_decay": ema_decay})
@@ -92,18 +110,18 @@ def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
                            straight.step.generators[0].weights[0].numpy())
 
 
-def test_resume_with_incompatible_config_is_refused(tmp_path, idx_dir):
-  workdir = str(tmp_path / "run")
-  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 1}), workdir).train()
+def test_resume_with_incompatible_config_is_refused(tmp_path, finished_run):
+  idx_dir, workdir = _copy_of(finished_run, tmp_path / "run")
   with pytest.raises(ConfigError, match="model.width: saved 0.125, now 0.25"):
     run_lib.Run(tiny_config(idx_dir, **{"model.width": 0.25}), workdir)
 
 
-def test_warm_start_loads_weights_not_state(tmp_path, idx_dir):
+def test_warm_start_loads_weights_not_state(tmp_path, finished_run):
   """train.init_from: a fresh run starts from another run's weights (Theorem 1 sweeps), with its
   own iteration count; a wrong path or a different width is refused with the fix named."""
+  idx_dir, _ = _copy_of(finished_run, tmp_path / "src")
   source = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), str(tmp_path / "src"))
-  source.train()
+  assert int(source.checkpoints.iteration.numpy()) == 2   # restored, trained
   warm = run_lib.Run(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
                                                  "topology.graph": "complete"}),
                          str(tmp_path / "warm"))
@@ -196,9 +214,8 @@ def test_disconnected_graph_is_refused(tmp_path, idx_dir):
     run_lib.Run(c, str(tmp_path / "run"))
 
 
-def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
-  workdir = str(tmp_path / "run")
-  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), workdir).train()
+def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, finished_run):
+  idx_dir, workdir = _copy_of(finished_run, tmp_path / "run")
   t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   t.step.discriminators[0].weights[0].assign(  # poison one agent's weights
       tf.fill(t.step.discriminators[0].weights[0].shape, float("nan")))
@@ -297,12 +314,11 @@ def _checkpoint_tensors(workdir, prefix=None):
                            "iteration"))}
 
 
-def test_no_checkpoint_of_non_finite_weights(tmp_path, idx_dir):
+def test_no_checkpoint_of_non_finite_weights(tmp_path, finished_run):
   """Weights can turn NaN while the losses stay finite (here a generator's BatchNorm moving
   mean, which training-mode losses never read): the first iteration that logs (every one here)
   refuses to go on, nothing more is saved, the last finite checkpoint is named and kept."""
-  workdir = str(tmp_path / "run")
-  run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
+  idx_dir, workdir = _copy_of(finished_run, tmp_path / "run")
   t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   moving_mean = [v for v in t.step.generators[0].non_trainable_variables
                  if "moving_mean" in v.path][0]
@@ -409,13 +425,11 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, idx_dir, monkeyp
   assert again.train()["iterations"] == 4
 
 
-def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, idx_dir):
+def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, finished_run):
   """bin/evaluate --workdir without exports builds the agents from the checkpoint, read-only:
   no config.json rewrite, no new event file."""
   from tfdiffgan import evaluate  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / "run")
-  run_lib.train_and_evaluate(tiny_config(idx_dir), workdir)
-  import shutil  # pylint: disable=g-import-not-at-top
+  _, workdir = _copy_of(finished_run, tmp_path / "run")
   shutil.rmtree(os.path.join(workdir, "export"))
   before = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in _files(workdir)}
   _, gens = evaluate.workdir_generators(workdir)
@@ -466,7 +480,6 @@ def _wait_for(proc, text):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   idx = str(tmp_path_factory.mktemp("idx"))
-  from conftest import make_idx_dir  # pylint: disable=g-import-not-at-top
   make_idx_dir(idx)
   workdir = str(tmp_path_factory.mktemp("straight") / "run")
   result = _bin_train(workdir, f"--config.data.source_dir={idx}", *KILL_FLAGS)
