@@ -253,6 +253,20 @@ def test_periodic_and_final_evaluation_are_recorded(tmp_path):
     assert m["robust_weakest_class_share"] == pytest.approx(both.min(), abs=1e-4)
 
 
+def _config_of_flags(*flags_):
+  """The config bin/train builds from configs/mnist_noniid.py and --config.FIELD=VALUE flags, for
+  a reference run in this process (no TensorFlow import of its own)."""
+  from tfdiffgan import cli  # pylint: disable=g-import-not-at-top
+  config = cli.load_config_file(os.path.join(ROOT, "configs", "mnist_noniid.py"))
+  for flag in flags_:
+    name, value = flag[len("--config."):].split("=", 1)
+    node, parts = config, name.split(".")
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = type(node[parts[-1]])(value)
+  return config
+
+
 @pytest.mark.parametrize("faults", [[], ["--config.topology.link_failure=0.3",
                                           "--config.topology.agent_dropout=0.2"]])
 def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
@@ -260,13 +274,14 @@ def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
   same weights as one replica holding all four, also with links failing and agents offline."""
   flags = [f"--config.data.source_dir={idx_dir}", "--config.num_agents=4",
            "--config.data.partition=iid", "--config.topology.graph=ring", *TINY_FLAGS, *faults]
-  runs = {}
-  for name, extra in (("default", []), ("mirrored", ["--config.train.strategy=mirrored",
-                                                      "--config.train.replicas=2"])):
-    workdir = str(tmp_path / name)
-    result = _bin_train(workdir, *flags, *extra)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs[name] = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  # the one-replica run in this process; the mirrored one needs its own (logical devices are set
+  # before TensorFlow starts)
+  run_lib.train_and_evaluate(_config_of_flags(*flags), str(tmp_path / "default"))
+  result = _bin_train(str(tmp_path / "mirrored"), *flags, "--config.train.strategy=mirrored",
+                      "--config.train.replicas=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  runs = {name: tf.train.load_checkpoint(str(tmp_path / name / "checkpoints"))
+          for name in ("default", "mirrored")}
   names = [n for n in runs["default"].get_variable_to_shape_map()
            if n.startswith(("generators", "discriminators")) and "OPTIMIZER" not in n]
   assert len(names) > 20
