@@ -9,7 +9,7 @@ ARGS ?=
 # by tfdiffgan itself (TFDIFFGAN_TF_LOGS=1 shows them).
 PIPLOG := $(VENV)/pip.log
 
-.PHONY: train test data fashion bench clean
+.PHONY: train test test-fast data fashion bench clean
 
 $(VENV)/.installed: setup.py
 	@test -x $(PY) || { echo "[setup] creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -37,8 +37,14 @@ fashion: $(VENV)/.installed
 train: data
 	$(PY) bin/train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
+# Both tiers: the unit tests and the end-to-end runs (marked e2e). CI runs this one.
 test: data fashion
 	$(PY) -m pytest -q --durations=12 tests
+
+# The unit tier alone (exchange, placement, optim, schedules, config checks, tiny models): under
+# three minutes on two cores, to run on every save.
+test-fast: data
+	$(PY) -m pytest -q -m "not e2e" tests
 
 bench: $(VENV)/.installed
 	$(PY) -m bench.step

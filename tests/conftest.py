@@ -14,6 +14,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as tfdiffgan/__init__.py:
 import tfdiffgan  # pylint: disable=g-import-not-at-top,unused-import  (quiet TF, as users get)
 
 
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "e2e: end-to-end (trains, builds a run, launches bin/* or python, builds a "
+      "wheel); `make test-fast` leaves these out, `make test` runs both tiers")
+
+
 def write_idx(path, array):
   array = np.asarray(array, np.uint8)
   header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)

@@ -7,6 +7,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import bench
@@ -41,6 +42,7 @@ def test_naive_reference_and_step_compute_the_same_weights():
       np.testing.assert_allclose(v1.numpy(), v2.numpy(), atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_bench_runs_at_tiny_size(tmp_path):
   out = tmp_path / "bench.json"
   r = subprocess.run([sys.executable, "-m", "bench.step", "--K=2", "--widths=0.125", "--iters=1",

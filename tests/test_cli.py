@@ -25,6 +25,7 @@ def _one_error_line(result):
   return lines[0]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args,match", [
     (["--config=configs/nope.py"], "error: --config=configs/nope.py: no such config file"),
     (["--config.train.itersations=5"],
@@ -44,6 +45,7 @@ def test_bad_config_flags_are_one_line(tmp_path, args, match):
   assert not os.path.exists(tmp_path / "run" / "config.json")
 
 
+@pytest.mark.e2e
 def test_config_file_with_a_syntax_error(tmp_path):
   bad = tmp_path / "bad.py"
   bad.write_text("def get_config():\n  return (\n")
@@ -51,6 +53,7 @@ def test_config_file_with_a_syntax_error(tmp_path):
   assert f"error: --config={bad}: syntax error at line 2" in _one_error_line(result)
 
 
+@pytest.mark.e2e
 def test_list_fields_take_a_literal_on_the_command_line(tmp_path, idx_dir):
   """data.classes (a list, which ml_collections cannot override) is accepted as JSON/Python;
   a flat list in it is refused with the expected shape."""
@@ -65,6 +68,7 @@ def test_list_fields_take_a_literal_on_the_command_line(tmp_path, idx_dir):
   assert "data.classes=[0, 1, 2] must be a list of lists" in _one_error_line(result)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("num", ["0", "-5"])
 def test_generate_needs_a_positive_num(tmp_path, num):
   result = _bin("generate", f"--model={tmp_path}", f"--num={num}")
@@ -78,6 +82,7 @@ def test_bugs_keep_their_traceback():
     cli.run_or_explain(lambda: (_ for _ in ()).throw(ValueError("a bug")))
 
 
+@pytest.mark.e2e
 def test_a_negative_seed_is_one_line_and_writes_nothing(tmp_path):
   result = _bin("train", "--config=configs/mnist_noniid.py", "--config.seed=-1",
                 f"--workdir={tmp_path / 'run'}")
@@ -113,6 +118,7 @@ def test_user_errors_are_the_errors_module_s():
   assert set(errors.USER_ERRORS) <= set(cli.KNOWN_ERRORS)
 
 
+@pytest.mark.e2e
 def test_an_unwritable_cache_is_one_line_naming_tfdiffgan_cache(tmp_path):
   regular = tmp_path / "file"
   regular.write_text("x")

@@ -30,6 +30,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.e2e
 def test_every_config_loads_from_an_unrelated_directory(tmp_path):
   paths = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
   paths = [p for p in paths if not p.endswith("__init__.py")]
@@ -136,6 +137,7 @@ def _saved_state(workdir):
   return out
 
 
+@pytest.mark.e2e
 def test_more_iterations_under_lr_decay_is_refused_and_the_run_is_kept(tmp_path, idx_dir):
   """mu_i = mu (1 - lr_decay i / train.iterations): raising the total on resume would make the
   step size jump, so a run with lr_decay > 0 resumes only with its own train.iterations."""

@@ -63,6 +63,7 @@ def _run(script, *args):
                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
 
 
+@pytest.mark.e2e
 def test_bin_generate_grid_and_directory(tiny_export, tmp_path):
   path, _, _ = tiny_export
   r = _run("generate", f"--model={path}", "--num=9", f"--out={tmp_path / 'grid.png'}", "--seed=3")
@@ -74,6 +75,7 @@ def test_bin_generate_grid_and_directory(tiny_export, tmp_path):
   assert r.returncode == 2 and "not an exported generator" in r.stderr
 
 
+@pytest.mark.e2e
 def test_bin_evaluate_on_a_tiny_generator(tiny_export, tmp_path):
   path, _, _ = tiny_export
   out = tmp_path / "eval.json"

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "tfdiffgan")
@@ -102,6 +104,7 @@ def test_errors_files_and_seeds_are_leaves_and_no_checker_imports_config():
     assert "tfdiffgan.config" not in graph[f"tfdiffgan.{name}"], name
 
 
+@pytest.mark.e2e
 def test_every_module_imports_alone():
   """Each module imported first, in an interpreter where no other tfdiffgan module is loaded
   (one subprocess: tfdiffgan's modules and flags are dropped between imports, TensorFlow stays)."""

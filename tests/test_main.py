@@ -1,5 +1,6 @@
 """The binaries as a user meets them: --version, --help, and an installed wheel run from elsewhere."""
 
+import functools
 import glob
 import os
 import shutil
@@ -12,6 +13,8 @@ from conftest import ROOT, make_idx_dir
 import tfdiffgan
 from tfdiffgan import tflogs
 
+pytestmark = pytest.mark.e2e
+
 PROGRAMS = ("train", "evaluate", "generate", "reproduce")
 TINY = ["--config.model.width=0.125", "--config.model.d_width=0", "--config.data.batch_size=16",
         "--config.train.iterations=2", "--config.train.n_d=1", "--config.eval.final_samples=0",
@@ -23,6 +26,13 @@ def _run(cmd, **kwargs):
   return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
 
 
+@functools.lru_cache(maxsize=None)
+def _bin(program, flag):
+  """bin/PROGRAM FLAG run once for the tests that read its output (each launch imports
+  TensorFlow)."""
+  return _run([sys.executable, os.path.join(ROOT, "bin", program), flag], cwd=ROOT)
+
+
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_version(program):
   r = _run([sys.executable, os.path.join(ROOT, "bin", program), "--version"], cwd=ROOT)
@@ -32,7 +42,7 @@ def test_version(program):
 @pytest.mark.parametrize("flag", ["--help", "--helpfull"])
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_help_is_a_success(program, flag):
-  r = _run([sys.executable, os.path.join(ROOT, "bin", program), flag], cwd=ROOT)
+  r = _bin(program, flag)
   assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
   assert "--[no]version:" in r.stdout and not r.stderr.strip(), r.stderr[-2000:]
 
@@ -50,7 +60,7 @@ def test_launch_version():
 
 
 def test_train_help_shows_its_flags_and_the_config_fields():
-  r = _run([sys.executable, os.path.join(ROOT, "bin", "train"), "--help"], cwd=ROOT)
+  r = _bin("train", "--help")
   for text in ("--config:", "--workdir:", "--[no]version:", "train.iterations = 700",
                'topology.graph = "paper5"', "eval.final_samples = 10000"):
     assert text in r.stdout, text

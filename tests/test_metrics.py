@@ -136,6 +136,7 @@ def mnist_evaluator():
   return ev, arrays
 
 
+@pytest.mark.e2e
 def test_classifier_fid_orders_degradations_and_coverage(mnist_evaluator):
   ev, arrays = mnist_evaluator
   assert ev.classifier.accuracy >= metrics.MIN_ACCURACY["mnist"]

@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import ROOT, tiny_config
@@ -65,6 +66,7 @@ def _agent_weights(workdir):
   return out
 
 
+@pytest.mark.e2e
 def test_exchanges_equal_numpy_with_nonsymmetric_matrix(tmp_path):
   """allgather and neighbors, over 2 and 4 worker processes: w_k = sum_l a_lk phi_l exactly as
   numpy computes it (and not with A^T), and neighbors moves deg/(N-1) of allgather's bytes."""
@@ -95,6 +97,7 @@ def test_exchanges_equal_numpy_with_nonsymmetric_matrix(tmp_path):
       assert saved["results"]["neighbors"]["traffic"]["received"] == neighbour_workers * L * nbytes
 
 
+@pytest.mark.e2e
 def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
   """K = 4, non-symmetric A: one process; mirrored over 2 replicas; 2 worker processes with
   allgather; 2 and 4 worker processes with neighbors: the same weights (generator averages
@@ -127,8 +130,15 @@ def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
     assert set(got) == set(reference), name
     worst[name] = max(float(np.max(np.abs(got[k] - reference[k]))) for k in reference)
     if workers > 1:
+      # the run did spread the agents as asked and combined over the wire with the exchange
+      # named in its flags (not a silent fallback), which carried bytes
       record = json.load(open(os.path.join(workdir, "run.json")))
-      assert record["placement"]["processes"] == workers
+      per_worker = 4 // workers
+      assert record["placement"]["agents"] == [
+          list(range(w * per_worker, (w + 1) * per_worker)) for w in range(workers)], name
+      assert record["exchange"] == name.rstrip("0123456789"), (name, record["exchange"])
+      traffic = record["exchange_bytes_per_iteration"]
+      assert traffic["sent"] > 0 and traffic["received"] > 0, (name, traffic)
       assert len(os.listdir(os.path.join(workdir, "export"))) == 4  # the chief exported all
   print("max abs weight difference vs one process:", worst)
   assert max(worst.values()) < 1e-5, worst
@@ -146,6 +156,7 @@ def _wait_for(predicate, timeout):
   return False
 
 
+@pytest.mark.e2e
 def test_dead_worker_stops_the_others_and_relaunch_resumes_exactly(tmp_path, idx_dir):
   matrix = _matrix_file(tmp_path)
   extra = ["--config.train.strategy=multiworker", "--config.train.exchange=neighbors",
@@ -180,6 +191,7 @@ def test_dead_worker_stops_the_others_and_relaunch_resumes_exactly(tmp_path, idx
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.e2e
 def test_relaunch_with_other_worker_count_is_refused(tmp_path, idx_dir):
   """Each worker checkpoints its own agents: 2 workers cannot resume what 4 saved (a workdir
   whose placement record says 4 processes), and nothing is written."""
@@ -196,6 +208,7 @@ def test_relaunch_with_other_worker_count_is_refused(tmp_path, idx_dir):
   assert not (workdir / "config.json").exists()
 
 
+@pytest.mark.e2e
 def test_launch_fails_fast_on_a_bad_flag(tmp_path):
   t0 = time.time()
   result = _launch(3, os.path.join(ROOT, "bin", "train"), "--config=" +

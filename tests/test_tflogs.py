@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tfdiffgan import tflogs
 
 CPP = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -49,6 +51,7 @@ def _import_tensorflow(tmp_path, **env):
                         cwd=tmp_path, timeout=300, check=True)
 
 
+@pytest.mark.e2e
 def test_tensorflow_imports_quietly_after_tfdiffgan_unless_asked(tmp_path):
   quiet = _import_tensorflow(tmp_path)
   assert quiet.stderr == "" and quiet.stdout.strip() == "3"

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, make_idx_dir, tiny_config
 from tfdiffgan import models
 from tfdiffgan import topology
 from tfdiffgan import run as run_lib
@@ -21,6 +22,8 @@ from tfdiffgan import workdir as workdir_lib
 from tfdiffgan.config import ConfigError
 from tfdiffgan.data import DataError
 from tfdiffgan.topology import TopologyError
+
+pytestmark = pytest.mark.e2e
 
 
 def _bin_train(workdir, *args):
@@ -72,6 +75,23 @@ def _weights(t):
           for v in m.weights]
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """One tiny run trained for 2 iterations (ckpt-2), trained once for the tests that start from
+  a finished run; each works on its own copy."""
+  idx = str(tmp_path_factory.mktemp("idx"))
+  make_idx_dir(idx)
+  workdir = str(tmp_path_factory.mktemp("finished") / "run")
+  run_lib.train_and_evaluate(tiny_config(idx, **{"train.iterations": 2}), workdir)
+  return idx, workdir
+
+
+def _copy_of(finished_run, target):
+  idx, workdir = finished_run
+  shutil.copytree(workdir, str(target))
+  return idx, str(target)
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
   cfg = lambda n: tiny_config(idx_dir, **{"train.iterations": n, "train.ema_decay": ema_decay})
@@ -91,18 +111,18 @@ def test_resume_equals_uninterrupted_run(tmp_path, idx_dir, ema_decay):
                            straight.step.generators[0].weights[0].numpy())
 
 
-def test_resume_with_incompatible_config_is_refused(tmp_path, idx_dir):
-  workdir = str(tmp_path / "run")
-  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 1}), workdir).train()
+def test_resume_with_incompatible_config_is_refused(tmp_path, finished_run):
+  idx_dir, workdir = _copy_of(finished_run, tmp_path / "run")
   with pytest.raises(ConfigError, match="model.width: saved 0.125, now 0.25"):
     run_lib.Run(tiny_config(idx_dir, **{"model.width": 0.25}), workdir)
 
 
-def test_warm_start_loads_weights_not_state(tmp_path, idx_dir):
+def test_warm_start_loads_weights_not_state(tmp_path, finished_run):
   """train.init_from: a fresh run starts from another run's weights (Theorem 1 sweeps), with its
   own iteration count; a wrong path or a different width is refused with the fix named."""
+  idx_dir, _ = _copy_of(finished_run, tmp_path / "src")
   source = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), str(tmp_path / "src"))
-  source.train()
+  assert int(source.checkpoints.iteration.numpy()) == 2   # restored, trained
   warm = run_lib.Run(tiny_config(idx_dir, **{"train.init_from": str(tmp_path / "src"),
                                                  "topology.graph": "complete"}),
                          str(tmp_path / "warm"))
@@ -143,7 +163,7 @@ def test_modes_build_the_right_network(tmp_path, idx_dir, capsys):
     ({"data.source_dir": "/nonexistent/mnist"}, DataError, "does not exist"),
     ({"train.mode": "federated"}, ConfigError, "train.mode='federated' is not one of"),
     ({"train.n_d": 0}, ConfigError, "train.n_d=0 must be a positive integer"),
-    # issue 11: each failed before and left a config.json that refused the corrected rerun
+    # refused at start-up, before anything is written: the corrected rerun is not refused
     ({"data.batch_size": 100000}, ConfigError,
      r"agent\(s\) \[0, 1\] hold \[100, 100\] images, fewer than data.batch_size=100000"),
     ({"data.partition": "dirichlet", "data.dirichlet_alpha": 1e-3, "num_agents": 5}, ConfigError,
@@ -195,9 +215,8 @@ def test_disconnected_graph_is_refused(tmp_path, idx_dir):
     run_lib.Run(c, str(tmp_path / "run"))
 
 
-def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, idx_dir):
-  workdir = str(tmp_path / "run")
-  run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 2}), workdir).train()
+def test_nan_losses_stop_the_run_and_keep_the_checkpoint(tmp_path, finished_run):
+  idx_dir, workdir = _copy_of(finished_run, tmp_path / "run")
   t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   t.step.discriminators[0].weights[0].assign(  # poison one agent's weights
       tf.fill(t.step.discriminators[0].weights[0].shape, float("nan")))
@@ -238,6 +257,20 @@ def test_periodic_and_final_evaluation_are_recorded(tmp_path):
     assert m["robust_weakest_class_share"] == pytest.approx(both.min(), abs=1e-4)
 
 
+def _config_of_flags(*flags_):
+  """The config bin/train builds from configs/mnist_noniid.py and --config.FIELD=VALUE flags, for
+  a reference run in this process (no TensorFlow import of its own)."""
+  from tfdiffgan import cli  # pylint: disable=g-import-not-at-top
+  config = cli.load_config_file(os.path.join(ROOT, "configs", "mnist_noniid.py"))
+  for flag in flags_:
+    name, value = flag[len("--config."):].split("=", 1)
+    node, parts = config, name.split(".")
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = type(node[parts[-1]])(value)
+  return config
+
+
 @pytest.mark.parametrize("faults", [[], ["--config.topology.link_failure=0.3",
                                           "--config.topology.agent_dropout=0.2"]])
 def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
@@ -245,13 +278,14 @@ def test_mirrored_strategy_matches_default(tmp_path, idx_dir, faults):
   same weights as one replica holding all four, also with links failing and agents offline."""
   flags = [f"--config.data.source_dir={idx_dir}", "--config.num_agents=4",
            "--config.data.partition=iid", "--config.topology.graph=ring", *TINY_FLAGS, *faults]
-  runs = {}
-  for name, extra in (("default", []), ("mirrored", ["--config.train.strategy=mirrored",
-                                                      "--config.train.replicas=2"])):
-    workdir = str(tmp_path / name)
-    result = _bin_train(workdir, *flags, *extra)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs[name] = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  # the one-replica run in this process; the mirrored one needs its own (logical devices are set
+  # before TensorFlow starts)
+  run_lib.train_and_evaluate(_config_of_flags(*flags), str(tmp_path / "default"))
+  result = _bin_train(str(tmp_path / "mirrored"), *flags, "--config.train.strategy=mirrored",
+                      "--config.train.replicas=2")
+  assert result.returncode == 0, result.stderr[-3000:]
+  runs = {name: tf.train.load_checkpoint(str(tmp_path / name / "checkpoints"))
+          for name in ("default", "mirrored")}
   names = [n for n in runs["default"].get_variable_to_shape_map()
            if n.startswith(("generators", "discriminators")) and "OPTIMIZER" not in n]
   assert len(names) > 20
@@ -298,12 +332,11 @@ def _checkpoint_tensors(workdir, prefix=None):
                            "iteration"))}
 
 
-def test_no_checkpoint_of_non_finite_weights(tmp_path, idx_dir):
+def test_no_checkpoint_of_non_finite_weights(tmp_path, finished_run):
   """Weights can turn NaN while the losses stay finite (here a generator's BatchNorm moving
   mean, which training-mode losses never read): the first iteration that logs (every one here)
   refuses to go on, nothing more is saved, the last finite checkpoint is named and kept."""
-  workdir = str(tmp_path / "run")
-  run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 2}), workdir)
+  idx_dir, workdir = _copy_of(finished_run, tmp_path / "run")
   t = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 6}), workdir)
   moving_mean = [v for v in t.step.generators[0].non_trainable_variables
                  if "moving_mean" in v.path][0]
@@ -334,8 +367,8 @@ def test_divergence_advice_fits_the_config(tmp_path, idx_dir):
 
 
 def test_failed_start_leaves_the_workdir_to_the_corrected_run(tmp_path, idx_dir):
-  """Issue 11, case 3: a config.json left by a start that failed before any checkpoint (older
-  versions wrote it early) does not refuse a different, corrected config."""
+  """A config.json and log rows left in a workdir without any checkpoint (a start that failed
+  before its first save) do not refuse a different, corrected config, which trains from 1."""
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "config.json").write_text(tiny_config(idx_dir, **{"data.batch_size": 100000}).to_json())
@@ -356,7 +389,7 @@ def _files(workdir):
 
 def test_resume_after_a_kill_keeps_records_whole_and_a_finished_rerun_changes_nothing(
     tmp_path, idx_dir):
-  """Issue 11, case 4: killed after iteration 3 with its checkpoint at 2, the resumed run writes
+  """Killed after iteration 3 with its checkpoint at 2, the resumed run writes
   iteration 3 once, adds its time to the first session's, and counts messages over the whole run;
   rerunning the finished run leaves every file as it was."""
   straight = run_lib.train_and_evaluate(tiny_config(idx_dir, **{"train.iterations": 5}),
@@ -410,13 +443,11 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_one(tmp_path, idx_dir, monkeyp
   assert again.train()["iterations"] == 4
 
 
-def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, idx_dir):
+def test_evaluate_on_a_workdir_writes_nothing_into_it(tmp_path, finished_run):
   """bin/evaluate --workdir without exports builds the agents from the checkpoint, read-only:
   no config.json rewrite, no new event file."""
   from tfdiffgan import evaluate  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path / "run")
-  run_lib.train_and_evaluate(tiny_config(idx_dir), workdir)
-  import shutil  # pylint: disable=g-import-not-at-top
+  _, workdir = _copy_of(finished_run, tmp_path / "run")
   shutil.rmtree(os.path.join(workdir, "export"))
   before = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in _files(workdir)}
   _, gens = evaluate.workdir_generators(workdir)
@@ -467,7 +498,6 @@ def _wait_for(proc, text):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
   idx = str(tmp_path_factory.mktemp("idx"))
-  from conftest import make_idx_dir  # pylint: disable=g-import-not-at-top
   make_idx_dir(idx)
   workdir = str(tmp_path_factory.mktemp("straight") / "run")
   result = _bin_train(workdir, f"--config.data.source_dir={idx}", *KILL_FLAGS)
