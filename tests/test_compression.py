@@ -1,0 +1,108 @@
+"""Compressed diffusion (ACTC): the compressors' statistics, their bytes, and the step with them."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_config
+from tfdiffgan import compression
+from tfdiffgan import config as config_lib
+from tfdiffgan import run as run_lib
+from tfdiffgan.errors import ConfigError
+
+
+def _draws(compressor, x, n):
+  """n independent compressions of the row x [P] (seeds [7, t], t = 0..n-1): [n, P]."""
+  X = tf.tile(tf.constant(x[None], tf.float32), [n, 1])
+  seeds = tf.stack([tf.fill([n], tf.constant(7, tf.int64)), tf.range(n, dtype=tf.int64)], 1)
+  return compressor.roundtrip(X, seeds).numpy().astype(np.float64)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_quantizer_is_unbiased_with_the_variance_its_bits_predict(bits):
+  rng = np.random.default_rng(bits)
+  x = rng.normal(size=64).astype(np.float32)
+  block = 16
+  q = compression.Quantize(bits, block)
+  n = 4000
+  draws = _draws(q, x, n)
+  # Predicted: per block s = max|x|, Delta = 2 s / (2^b - 1), f = frac((x + s) / Delta),
+  # Var = f (1 - f) Delta^2 <= Delta^2 / 4.
+  s = np.repeat(np.abs(x.reshape(-1, block)).max(axis=1), block).astype(np.float64)
+  delta = 2 * s / (2 ** bits - 1)
+  y = (x + s) / delta
+  f = y - np.floor(y)
+  var = f * (1 - f) * delta ** 2
+  assert np.all(var <= delta ** 2 / 4 + 1e-12)
+  levels = -s + delta * np.round((draws + s) / delta)
+  np.testing.assert_allclose(draws, levels, atol=1e-5 * s.max())  # every draw sits on a level
+  # Unbiased: the summed error of the means within 3 of its standard errors, and each of the 64
+  # coordinates within 4 (3 would fail one coordinate in 64 about one time in six).
+  error = draws.mean(0) - x
+  assert abs(error.sum()) <= 3 * np.sqrt(var.sum() / n)
+  assert np.all(np.abs(error) <= 4 * np.sqrt(var / n) + 1e-6)
+  measured = draws.var(0)
+  assert np.all(measured <= delta ** 2 / 4 * 1.1 + 1e-9)
+  np.testing.assert_allclose(measured.sum(), var.sum(), rtol=0.05)
+
+
+def test_quantizer_draws_depend_on_the_seed_only():
+  x = np.random.default_rng(0).normal(size=(3, 100)).astype(np.float32)
+  q = compression.Quantize(2, 32)
+  seeds = tf.constant([[1, 5], [2, 5], [3, 5]], tf.int64)
+  together = q.roundtrip(tf.constant(x), seeds).numpy()
+  alone = q.roundtrip(tf.constant(x[1:2]), seeds[1:2]).numpy()
+  np.testing.assert_array_equal(together[1:2], alone)
+  assert not np.array_equal(together, q.roundtrip(tf.constant(x), seeds + [0, 1]).numpy())
+
+
+def test_topk_keeps_exactly_the_largest_fraction():
+  x = np.random.default_rng(1).permutation(np.arange(1, 201, dtype=np.float32)) * np.where(
+      np.arange(200) % 2, 1, -1)
+  out = compression.TopK(0.1).roundtrip(tf.constant(x[None]), None).numpy()[0]
+  kept = np.flatnonzero(out)
+  assert len(kept) == 20
+  np.testing.assert_array_equal(np.sort(np.abs(x[kept])), np.arange(181, 201))
+  np.testing.assert_array_equal(out[kept], x[kept])
+  assert compression.TopK(1.0).roundtrip(tf.constant(x[None]), None).numpy()[0].tolist() == \
+      x.tolist()
+
+
+def test_randk_is_unbiased():
+  x = np.random.default_rng(2).normal(size=50).astype(np.float32)
+  n = 4000
+  draws = _draws(compression.RandK(0.2), x, n)
+  assert np.all(np.count_nonzero(draws, axis=1) == 10)
+  # kept with probability p = k / P and scaled by 1 / p: Var = x^2 (1 - p) / p
+  var = x.astype(np.float64) ** 2 * 4
+  error = draws.mean(0) - x
+  assert abs(error.sum()) <= 3 * np.sqrt(var.sum() / n)
+  assert np.all(np.abs(error) <= 4 * np.sqrt(var / n) + 1e-6)
+
+
+def test_bytes_per_row():
+  P = 10_000
+  assert compression.Identity().row_bytes(P) == 4 * P
+  assert compression.Quantize(4, 256).row_bytes(P) == P // 2 + 4 * 40
+  assert compression.Quantize(1, 0).row_bytes(P) == 1250 + 4
+  assert compression.TopK(0.01).row_bytes(P) == 8 * 100
+  assert compression.RandK(0.01).row_bytes(P) == 4 * 100
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("compression.kind", "zip", "compression.kind='zip' is not one of"),
+    ("compression.bits", 12, "compression.bits=12 is not one of"),
+    ("compression.fraction", 0.0, r"compression.fraction=0.0 must be in \(0, 1\]"),
+    ("compression.gamma", 1.5, r"compression.gamma=1.5 must be in \(0, 1\]"),
+    ("train.strategy", "mirrored", "supported with the local exchange only"),
+])
+def test_config_check_names_the_bad_field(field, value, match):
+  c = tiny_config("", **{"compression.kind": "quantize", field: value})
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate(c)
+
+
+def test_old_config_without_compression_loads_as_none():
+  c = tiny_config("")
+  del c["compression"]
+  assert config_lib.upgrade(c).compression.kind == "none"

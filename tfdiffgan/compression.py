@@ -1,0 +1,242 @@
+"""Compressed diffusion: the compressors of ACTC (adapt-compress-then-combine) and their state.
+
+ACTC (Carpentiero, Matta, Sayed, arXiv 2112.02129) replaces the combine of eq. (10b) by
+
+  adapt     psi_k = w_k - mu grad J_k(w_k)                  (eq. 10a, unchanged)
+  compress  q_k  <- q_k + zeta * C_k(psi_k - q_k)           only C_k(psi_k - q_k) is sent
+  combine   w_k  =  (1 - gamma) psi_k + gamma * sum_l a_lk q_l
+
+Every receiver rebuilds q_l from the same compressed increments, so each process keeps q for the
+agents in its reach (with the local exchange, every agent). ``none`` never builds any of this:
+the step runs today's ATC code path, bit for bit.
+
+A compressor works on a flat float32 tensor x [L, P], one row per agent, with one stateless seed
+[2] per row (agent k's ``seeds.quantizer`` and the round): ``compress(x, seeds)`` is what is sent,
+``decompress(payload)`` what every receiver rebuilds, ``row_bytes(P)`` the bytes one row costs
+on a wire that packs it (b-bit integers packed, float32 scales and values, int32 indices):
+
+  none, identity  4 P                       (identity: the lossless compressor of the tests)
+  quantize        ceil(b P / 8) + 4 ceil(P / block)    (block = 0: one scale per row)
+  topk            8 k,  k = ceil(fraction P)  (a float32 value and an int32 index each)
+  randk           4 k,  k = ceil(fraction P)  (the indices follow from the shared seed)
+
+In this process the payload is held unpacked (an integer per level, not b bits): the bytes above
+are what a packing transport moves, and what ``traffic["payload_per_agent"]`` counts.
+"""
+
+import math
+
+import tensorflow as tf
+
+from tfdiffgan import seeds as seeds_lib
+from tfdiffgan.errors import ConfigError
+
+KINDS = ("none", "identity", "quantize", "topk", "randk")
+BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
+SUPPORTED_EXCHANGES = ("local",)
+
+
+def _rows(x, seeds, fn):
+  """fn(row, seed) for each row of x [L, P] with its own seed: agent k's draw depends on its
+  seed only, never on which rows share its tensor (placement-independent)."""
+  return [fn(x[i], seeds[i]) for i in range(x.shape[0])]
+
+
+class Identity:
+  """Sends x itself: lossless, for tests (ACTC with it and zeta = gamma = 1 is ATC)."""
+
+  def compress(self, x, seeds):
+    del seeds
+    return x
+
+  def decompress(self, payload):
+    return payload
+
+  def roundtrip(self, x, seeds):
+    return self.decompress(self.compress(x, seeds))
+
+  def row_bytes(self, P):
+    return 4 * P
+
+
+class Quantize(Identity):
+  """Randomized (dithered) b-bit uniform quantization with one scale per block of coordinates.
+
+  In a block with scale s = max |x|, the 2^b levels -s + j Delta (j = 0 .. n, n = 2^b - 1,
+  Delta = 2 s / n) cover [-s, s]; x is sent as the level below it with probability 1 - f and the
+  level above with probability f, f = (x + s) / Delta - floor((x + s) / Delta). So E[Q(x)] = x
+  and Var[Q(x)] = f (1 - f) Delta^2 <= Delta^2 / 4 per coordinate. An all-zero block sends 0.
+  """
+
+  def __init__(self, bits, block):
+    self.bits, self.block = int(bits), int(block)
+    self.levels = 2 ** self.bits - 1
+
+  def _blocks(self, x):
+    P = x.shape[-1]
+    B = self.block or P
+    nb = -(-P // B)
+    return tf.reshape(tf.pad(x, [[0, 0], [0, nb * B - P]]), [x.shape[0], nb, B]), P
+
+  def compress(self, x, seeds):
+    xb, P = self._blocks(x)                                   # [L, nb, B]
+    scale = tf.reduce_max(tf.abs(xb), axis=-1, keepdims=True)  # [L, nb, 1]
+    step = 2.0 * scale / self.levels
+    y = tf.math.divide_no_nan(xb + scale, step)               # in [0, n]
+    u = tf.stack(_rows(y, seeds, lambda r, s: tf.random.stateless_uniform(r.shape, s)))
+    q = tf.clip_by_value(tf.floor(y + u), 0.0, float(self.levels))
+    dtype = tf.uint8 if self.bits <= 8 else tf.uint16
+    return {"levels": tf.cast(q, dtype), "scale": scale[..., 0], "P": P}
+
+  def decompress(self, payload):
+    scale = payload["scale"][..., None]
+    x = tf.cast(payload["levels"], tf.float32) * (2.0 * scale / self.levels) - scale
+    return tf.reshape(x, [x.shape[0], -1])[:, :payload["P"]]
+
+  def row_bytes(self, P):
+    B = self.block or P
+    return -(-self.bits * P // 8) + 4 * -(-P // B)
+
+
+class TopK(Identity):
+  """Keeps the k = ceil(fraction P) coordinates of largest |x| (biased; no randomness)."""
+
+  def __init__(self, fraction):
+    self.fraction = float(fraction)
+
+  def keep(self, P):
+    return max(1, min(P, math.ceil(self.fraction * P)))
+
+  def compress(self, x, seeds):
+    del seeds
+    _, index = tf.math.top_k(tf.abs(x), self.keep(x.shape[-1]))
+    return {"index": index, "value": tf.gather(x, index, batch_dims=1), "P": x.shape[-1]}
+
+  def decompress(self, payload):
+    index, value, P = payload["index"], payload["value"], payload["P"]
+    L, k = index.shape
+    rows = tf.tile(tf.range(L)[:, None], [1, k])
+    return tf.scatter_nd(tf.stack([rows, index], -1), value, [L, P])
+
+  def row_bytes(self, P):
+    return 8 * self.keep(P)
+
+
+class RandK(TopK):
+  """Keeps k = ceil(fraction P) coordinates drawn uniformly without replacement from the row's
+  seed, scaled by P / k: each coordinate is kept with probability k / P, so E[C(x)] = x. The
+  receiver draws the same indices from the same seed, so only the values are sent."""
+
+  def compress(self, x, seeds):
+    P = x.shape[-1]
+    k = self.keep(P)
+    index = tf.stack(_rows(x, seeds, lambda r, s: tf.math.top_k(
+        tf.random.stateless_uniform([P], s), k).indices))
+    return {"index": index, "value": tf.gather(x, index, batch_dims=1) * (P / k), "P": P}
+
+  def row_bytes(self, P):
+    return 4 * self.keep(P)
+
+
+def make_compressor(kind, bits=8, fraction=0.1, block=256):
+  if kind == "identity":
+    return Identity()
+  if kind == "quantize":
+    return Quantize(bits, block)
+  if kind == "topk":
+    return TopK(fraction)
+  if kind == "randk":
+    return RandK(fraction)
+  raise ValueError(f"no compressor {kind!r}; choose one of {KINDS[1:]} (none builds none).")
+
+
+class ACTC:
+  """Adapt-compress-then-combine state of this process: q for each agent in reach and network,
+  and each agent's round counter (its quantizer's stream: seeds.quantizer(seed, k) and the round).
+
+  q starts at zero: agent l's initial weights are known to agent l alone, so a receiver's honest
+  estimate of them before any message is 0 (as in ACTC and CHOCO-SGD); a q started at the
+  initial weights would need one full-precision send first. With gamma = 1 the first combines
+  therefore pull w towards the compressed increments only; zeta, gamma < 1 soften that start.
+
+  Only trainable weights are compressed. BatchNorm moving statistics (``models.
+  combined_variables`` lists them after the weights) are combined uncompressed, as in ATC:
+  they are 2 numbers per channel, and a mean and a variance rebuilt from lossy increments from
+  q = 0 could go near zero or negative, which the weights' estimate tolerates and a variance
+  does not. Their 4 bytes each are counted in the payload.
+  """
+
+  def __init__(self, compressor, zeta, gamma, seed, agent_ids, sizes):
+    """sizes: {'d': P_D, 'g': P_G}, the flat size of each network's trainable weights."""
+    self.compressor, self.zeta, self.gamma = compressor, float(zeta), float(gamma)
+    self.agent_ids = list(agent_ids)
+    self.stream = {k: seeds_lib.quantizer(seed, k) for k in self.agent_ids}
+    self.q = {net: {k: tf.Variable(tf.zeros([P]), trainable=False, name=f"q_{net}_{k}")
+                    for k in self.agent_ids} for net, P in sizes.items()}
+    self.rounds = {k: tf.Variable(tf.constant(0, tf.int64), trainable=False,
+                                  name=f"compression_round_{k}") for k in self.agent_ids}
+
+  def trackables(self, k):
+    return {"q_d": self.q["d"][k], "q_g": self.q["g"][k], "round": self.rounds[k]}
+
+  def row_bytes(self, P, bn_numbers):
+    return self.compressor.row_bytes(P) + 4 * bn_numbers
+
+  def step(self, net, psi, own, combine, active=None):
+    """One ACTC round of ``net`` for the agents ``own`` (global ids, rows of psi [L, P]):
+    updates their q and returns w [L, P]. ``combine(q_all)`` mixes every agent's q [K, P] into
+    the own agents' sum_l a_lk q_l [L, P] (the exchange). ``active`` [L] 0/1: an offline agent
+    sends nothing (its q stays) and keeps w_k = psi_k."""
+    q_own = tf.stack([self.q[net][k].read_value() for k in own])
+    seeds = tf.stack([tf.stack([tf.constant(self.stream[k], tf.int64), self.rounds[k].assign_add(1)])
+                      for k in own])
+    increment = self.compressor.roundtrip(psi - q_own, seeds)
+    if active is not None:
+      increment *= active[:, None]
+    q_new = q_own + self.zeta * increment
+    with tf.control_dependencies([self.q[net][k].assign(q_new[j]) for j, k in enumerate(own)]):
+      q_all = tf.stack([self.q[net][k].read_value() for k in self.agent_ids])
+    w = (1.0 - self.gamma) * psi + self.gamma * combine(q_all)
+    if active is not None:
+      w = tf.where(active[:, None] > 0, w, psi)
+    return w
+
+
+def make_actc(config, agent_ids, sizes):
+  """The ACTC state of ``config.compression``, or None for kind = none (today's ATC)."""
+  c = config.compression
+  if c.kind == "none":
+    return None
+  return ACTC(make_compressor(c.kind, c.bits, c.fraction, c.block), c.zeta, c.gamma,
+              config.seed, agent_ids, sizes)
+
+
+def check_config(config):
+  """compression.*: a known kind, bits in BITS, fraction in (0, 1], block >= 0,
+  zeta and gamma in (0, 1]; compression needs the local exchange (one replica) for now."""
+  c = config.compression
+  if c.kind not in KINDS:
+    raise ConfigError(f"compression.kind={c.kind!r} is not one of {KINDS}; set "
+                      "--config.compression.kind=...")
+  if c.bits not in BITS or isinstance(c.bits, bool):
+    raise ConfigError(f"compression.bits={c.bits!r} is not one of {BITS}.")
+  if not isinstance(c.fraction, (int, float)) or not 0 < c.fraction <= 1:
+    raise ConfigError(f"compression.fraction={c.fraction!r} must be in (0, 1].")
+  if isinstance(c.block, bool) or not isinstance(c.block, int) or c.block < 0:
+    raise ConfigError(f"compression.block={c.block!r} must be a non-negative integer "
+                      "(0: one scale per agent and network).")
+  for field in ("zeta", "gamma"):
+    value = c[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+      raise ConfigError(f"compression.{field}={value!r} must be in (0, 1].")
+  if c.kind == "none":
+    return
+  if config.train.mode not in ("diffusion", "gossip", "fusion"):
+    raise ConfigError(f"compression.kind={c.kind} compresses what agents exchange, but "
+                      f"train.mode={config.train.mode} exchanges nothing to compress; use "
+                      "diffusion, gossip or fusion, or compression.kind=none.")
+  if config.train.strategy != "default" or config.train.exchange not in ("auto", "local"):
+    raise ConfigError(f"compression.kind={c.kind} is supported with the local exchange only "
+                      "(train.strategy=default, train.exchange=auto or local), not "
+                      f"train.strategy={config.train.strategy}, train.exchange="
+                      f"{config.train.exchange}.")
