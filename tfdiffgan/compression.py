@@ -202,13 +202,13 @@ class ACTC:
     return w
 
 
-def make_actc(config, agent_ids, sizes):
-  """The ACTC state of ``config.compression``, or None for kind = none (today's ATC)."""
-  c = config.compression
-  if c.kind == "none":
+def make_actc(c, seed, agent_ids, sizes):
+  """The ACTC state of the config section ``c`` (config.compression, or a dict of its fields),
+  or None for kind = none (today's ATC)."""
+  if c is None or c["kind"] == "none":
     return None
-  return ACTC(make_compressor(c.kind, c.bits, c.fraction, c.block), c.zeta, c.gamma,
-              config.seed, agent_ids, sizes)
+  return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"]), c["zeta"],
+              c["gamma"], seed, agent_ids, sizes)
 
 
 def check_config(config):
