@@ -106,3 +106,85 @@ def test_old_config_without_compression_loads_as_none():
   c = tiny_config("")
   del c["compression"]
   assert config_lib.upgrade(c).compression.kind == "none"
+
+
+# ------------------------------------------------------------------ the step, end to end
+
+def _weights(r):
+  return [v.numpy() for m in r.step.generators + r.step.discriminators for v in m.weights]
+
+
+def _train(idx_dir, workdir, **overrides):
+  r = run_lib.Run(tiny_config(idx_dir, **overrides), str(workdir))
+  r.train()
+  return r
+
+
+@pytest.mark.e2e
+def test_none_is_todays_diffusion_bit_for_bit(tmp_path, idx_dir):
+  """kind = none ignores every other compression field and adds no state: the plain combine."""
+  today = _train(idx_dir, tmp_path / "a")
+  none = _train(idx_dir, tmp_path / "b", **{"compression.bits": 2, "compression.zeta": 0.5,
+                                            "compression.gamma": 0.5})
+  assert none.step.actc is None and "compression" not in none.step.trackables()
+  assert "payload_per_agent" not in none.step.exchange.traffic
+  for a, b in zip(_weights(today), _weights(none)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("lossless", [{"compression.kind": "identity"},
+                                      {"compression.kind": "topk", "compression.fraction": 1.0}])
+def test_actc_with_a_lossless_compressor_is_atc(tmp_path, idx_dir, lossless):
+  atc = _train(idx_dir, tmp_path / "atc")
+  actc = _train(idx_dir, tmp_path / "actc", **lossless)
+  assert actc.step.actc is not None
+  for a, b in zip(_weights(atc), _weights(actc)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  # q_k = psi_k after every round: q holds the last adapted weights, not zeros
+  assert np.abs(actc.step.actc.q["g"][0].numpy()).max() > 0
+
+
+@pytest.mark.e2e
+def test_lossy_actc_trains_away_from_atc(tmp_path, idx_dir):
+  atc = _train(idx_dir, tmp_path / "atc")
+  actc = _train(idx_dir, tmp_path / "q2", **{"compression.kind": "quantize",
+                                             "compression.bits": 2, "compression.gamma": 0.5})
+  w = _weights(actc)
+  assert all(np.all(np.isfinite(x)) for x in w)
+  assert not np.allclose(w[0], _weights(atc)[0])
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", ["quantize", "randk"])
+def test_resume_with_compression_is_bit_identical(tmp_path, idx_dir, kind):
+  fields = {"compression.kind": kind, "compression.bits": 4, "compression.fraction": 0.25}
+  straight = _train(idx_dir, tmp_path / "a", **{"train.iterations": 4, **fields})
+  _train(idx_dir, tmp_path / "b", **{"train.iterations": 2, **fields})
+  resumed = run_lib.Run(tiny_config(idx_dir, **{"train.iterations": 4, **fields}),
+                        str(tmp_path / "b"))
+  assert int(resumed.checkpoints.iteration.numpy()) == 2
+  assert int(resumed.step.actc.rounds[1].numpy()) == 2 * (2 + 1)  # restored: 2 x (n_d + n_g)
+  resumed.train()
+  for a, b in zip(_weights(straight), _weights(resumed)):
+    np.testing.assert_array_equal(a, b)
+  for net in ("d", "g"):
+    for k in (0, 1):
+      np.testing.assert_array_equal(straight.step.actc.q[net][k].numpy(),
+                                    resumed.step.actc.q[net][k].numpy())
+
+
+@pytest.mark.e2e
+def test_traffic_counts_the_compressed_payload(tmp_path, idx_dir):
+  r = _train(idx_dir, tmp_path / "q4", **{"train.iterations": 1, "compression.kind": "quantize",
+                                          "compression.bits": 4, "compression.block": 256})
+  step = r.step
+  expected = 0
+  for net, rounds in (("d", 2), ("g", 1)):
+    P, bn = step.sizes[net], step.bn_sizes[net]
+    expected += rounds * (-(-4 * P // 8) + 4 * -(-P // 256) + 4 * bn)
+  assert step.exchange.traffic["payload_per_agent"] == expected
+  weights = 2 * step.sizes["d"] + step.sizes["g"]  # numbers compressed per iteration
+  statistics = 4 * (2 * step.bn_sizes["d"] + step.bn_sizes["g"])  # sent as float32
+  # 4 bits: half a byte per weight, plus one float32 scale per 256 weights
+  assert weights / 2 < expected - statistics < weights / 2 * (1 + 1 / 32) + 4 * 3
