@@ -12,7 +12,7 @@ the step runs today's ATC code path, bit for bit.
 
 A compressor works on a flat float32 tensor x [L, P], one row per agent, with one stateless seed
 [2] per row (agent k's ``seeds.quantizer`` and the round): ``compress(x, seeds)`` is what is sent,
-``decompress(payload)`` what every receiver rebuilds, ``row_bytes(P)`` the bytes one row costs
+``decompress(payload, seeds)`` what every receiver rebuilds (with the same seeds), ``row_bytes(P)`` the bytes one row costs
 on a wire that packs it (b-bit integers packed, float32 scales and values, int32 indices):
 
   none, identity  4 P                       (identity: the lossless compressor of the tests)
@@ -49,11 +49,12 @@ class Identity:
     del seeds
     return x
 
-  def decompress(self, payload):
+  def decompress(self, payload, seeds):
+    del seeds
     return payload
 
   def roundtrip(self, x, seeds):
-    return self.decompress(self.compress(x, seeds))
+    return self.decompress(self.compress(x, seeds), seeds)
 
   def row_bytes(self, P):
     return 4 * P
@@ -88,7 +89,8 @@ class Quantize(Identity):
     dtype = tf.uint8 if self.bits <= 8 else tf.uint16
     return {"levels": tf.cast(q, dtype), "scale": scale[..., 0], "P": P}
 
-  def decompress(self, payload):
+  def decompress(self, payload, seeds):
+    del seeds
     scale = payload["scale"][..., None]
     x = tf.cast(payload["levels"], tf.float32) * (2.0 * scale / self.levels) - scale
     return tf.reshape(x, [x.shape[0], -1])[:, :payload["P"]]
@@ -112,8 +114,12 @@ class TopK(Identity):
     _, index = tf.math.top_k(tf.abs(x), self.keep(x.shape[-1]))
     return {"index": index, "value": tf.gather(x, index, batch_dims=1), "P": x.shape[-1]}
 
-  def decompress(self, payload):
-    index, value, P = payload["index"], payload["value"], payload["P"]
+  def decompress(self, payload, seeds):
+    del seeds
+    return self._scatter(payload["index"], payload["value"], payload["P"])
+
+  @staticmethod
+  def _scatter(index, value, P):
     L, k = index.shape
     rows = tf.tile(tf.range(L)[:, None], [1, k])
     return tf.scatter_nd(tf.stack([rows, index], -1), value, [L, P])
@@ -127,12 +133,24 @@ class RandK(TopK):
   seed, scaled by P / k: each coordinate is kept with probability k / P, so E[C(x)] = x. The
   receiver draws the same indices from the same seed, so only the values are sent."""
 
-  def compress(self, x, seeds):
-    P = x.shape[-1]
+  def _index(self, seeds, L, P):
     k = self.keep(P)
-    index = tf.stack(_rows(x, seeds, lambda r, s: tf.math.top_k(
-        tf.random.stateless_uniform([P], s), k).indices))
-    return {"index": index, "value": tf.gather(x, index, batch_dims=1) * (P / k), "P": P}
+    return tf.stack([tf.math.top_k(tf.random.stateless_uniform([P], seeds[i]), k).indices
+                     for i in range(L)])
+
+  def compress(self, x, seeds):
+    L, P = x.shape
+    index = self._index(seeds, L, P)
+    return {"value": tf.gather(x, index, batch_dims=1) * (P / self.keep(P)), "P": P}
+
+  def decompress(self, payload, seeds):
+    value, P = payload["value"], payload["P"]
+    return self._scatter(self._index(seeds, value.shape[0], P), value, P)
+
+  def roundtrip(self, x, seeds):  # one draw of the indices serves both ends
+    L, P = x.shape
+    index = self._index(seeds, L, P)
+    return self._scatter(index, tf.gather(x, index, batch_dims=1) * (P / self.keep(P)), P)
 
   def row_bytes(self, P):
     return 4 * self.keep(P)
