@@ -33,7 +33,7 @@ from tfdiffgan.errors import ConfigError
 
 KINDS = ("none", "identity", "quantize", "topk", "randk")
 BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
-SUPPORTED_EXCHANGES = ("local",)
+SUPPORTED_EXCHANGES = ("local", "allgather")  # allgather: in-process replicas (mirrored)
 
 
 def _rows(x, seeds, fn):
@@ -156,6 +156,57 @@ class RandK(TopK):
     return 4 * self.keep(P)
 
 
+def pack_bits(levels, bits):
+  """[L, P] integers < 2^bits -> [L, ceil(bits P / 32)] int32 words, bits per level."""
+  L, P = levels.shape
+  x = tf.cast(levels, tf.int64)
+  stream = tf.reshape(tf.bitwise.bitwise_and(
+      tf.bitwise.right_shift(x[..., None], tf.range(bits, dtype=tf.int64)), 1), [L, P * bits])
+  words = -(-P * bits // 32)
+  stream = tf.pad(stream, [[0, 0], [0, words * 32 - P * bits]])
+  packed = tf.reduce_sum(tf.bitwise.left_shift(tf.reshape(stream, [L, words, 32]),
+                                               tf.range(32, dtype=tf.int64)), axis=-1)
+  return tf.cast(tf.bitcast(tf.cast(packed, tf.uint32), tf.int32), tf.int32)
+
+
+def unpack_bits(words, bits, P):
+  """Inverse of pack_bits: [L, W] int32 -> [L, P] int32 levels."""
+  L, W = words.shape
+  x = tf.cast(tf.bitcast(words, tf.uint32), tf.int64)
+  stream = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x[..., None],
+                                                         tf.range(32, dtype=tf.int64)), 1)
+  stream = tf.reshape(stream, [L, W * 32])[:, :P * bits]
+  levels = tf.reduce_sum(tf.bitwise.left_shift(tf.reshape(stream, [L, P, bits]),
+                                               tf.range(bits, dtype=tf.int64)), axis=-1)
+  return tf.cast(levels, tf.int32)
+
+
+def to_wire(compressor, payload):
+  """The payload as the tensors a collective moves (float32, int32): b-bit levels packed."""
+  if isinstance(compressor, Quantize):
+    P = payload["P"]
+    levels = tf.reshape(payload["levels"], [payload["levels"].shape[0], -1])[:, :P]
+    return {"scale": payload["scale"], "words": pack_bits(levels, compressor.bits)}
+  if isinstance(payload, dict):
+    return {key: value for key, value in payload.items() if key != "P"}
+  return {"x": payload}
+
+
+def from_wire(compressor, wire, P):
+  """Inverse of to_wire for the gathered tensors (every agent's rows)."""
+  if isinstance(compressor, Quantize):
+    scale = wire["scale"]
+    L, nb = scale.shape
+    B = compressor.block or P
+    levels = unpack_bits(wire["words"], compressor.bits, P)
+    levels = tf.reshape(tf.pad(levels, [[0, 0], [0, nb * B - P]]), [L, nb, B])
+    dtype = tf.uint8 if compressor.bits <= 8 else tf.uint16
+    return {"levels": tf.cast(levels, dtype), "scale": scale, "P": P}
+  if "x" in wire:
+    return wire["x"]
+  return {**wire, "P": P}
+
+
 def make_compressor(kind, bits=8, fraction=0.1, block=256):
   if kind == "identity":
     return Identity()
@@ -184,18 +235,32 @@ class ACTC:
   does not. Their 4 bytes each are counted in the payload.
   """
 
-  def __init__(self, compressor, zeta, gamma, seed, agent_ids, sizes):
-    """sizes: {'d': P_D, 'g': P_G}, the flat size of each network's trainable weights."""
+  def __init__(self, compressor, zeta, gamma, seed, agent_ids, sizes, copies=None):
+    """sizes: {'d': P_D, 'g': P_G}, the flat size of each network's trainable weights.
+    copies: {worker: device} when several in-process workers (mirrored replicas) each keep
+    their own copy of every agent's q (no worker reads another's variables), else None."""
     self.compressor, self.zeta, self.gamma = compressor, float(zeta), float(gamma)
     self.agent_ids = list(agent_ids)
     self.stream = {k: seeds_lib.quantizer(seed, k) for k in self.agent_ids}
-    self.q = {net: {k: tf.Variable(tf.zeros([P]), trainable=False, name=f"q_{net}_{k}")
+
+    def make_q(tag):
+      return {net: {k: tf.Variable(tf.zeros([P]), trainable=False, name=f"q_{net}_{k}{tag}")
                     for k in self.agent_ids} for net, P in sizes.items()}
+
+    self.copies = {}
+    for worker, device in (copies or {}).items():
+      with tf.device(device):
+        self.copies[worker] = make_q(f"_worker_{worker}")
+    self.q = self.copies[0] if self.copies else make_q("")
     self.rounds = {k: tf.Variable(tf.constant(0, tf.int64), trainable=False,
                                   name=f"compression_round_{k}") for k in self.agent_ids}
 
   def trackables(self, k):
-    return {"q_d": self.q["d"][k], "q_g": self.q["g"][k], "round": self.rounds[k]}
+    out = {"q_d": self.q["d"][k], "q_g": self.q["g"][k], "round": self.rounds[k]}
+    for worker, q in self.copies.items():
+      if worker:
+        out.update({f"q_d_worker_{worker}": q["d"][k], f"q_g_worker_{worker}": q["g"][k]})
+    return out
 
   def row_bytes(self, P, bn_numbers):
     return self.compressor.row_bytes(P) + 4 * bn_numbers
@@ -220,13 +285,41 @@ class ACTC:
     return w
 
 
-def make_actc(c, seed, agent_ids, sizes):
+  def gathered_step(self, net, psi, own, worker, gather, combine, active=None):
+    """step() for a worker that holds only its agents ``own``: it sends their compressed
+    increments (``gather(payload)`` returns every worker's, in agent order), rebuilds every
+    agent's increment from the payloads and the shared seeds, and updates its own copy of q.
+    ``active`` [K] 0/1 for every agent."""
+    q = self.copies[worker][net]
+    q_all = tf.stack([q[k].read_value() for k in self.agent_ids])
+    q_own = tf.gather(q_all, [self.agent_ids.index(k) for k in own])
+    rounds = [self.rounds[k].assign_add(1) for k in own]
+    seeds = tf.stack([tf.stack([tf.constant(self.stream[k], tf.int64), t])
+                      for k, t in zip(own, rounds)])
+    payload = gather(self.compressor.compress(psi - q_own, seeds))
+    # every agent's counter is the same round: the owners' seeds follow from this worker's
+    every = tf.stack([tf.stack([tf.constant(self.stream[k], tf.int64), rounds[0]])
+                      for k in self.agent_ids])
+    increment = self.compressor.decompress(payload, every)
+    if active is not None:
+      increment *= active[:, None]
+    q_new = q_all + self.zeta * increment
+    with tf.control_dependencies([q[k].assign(q_new[i]) for i, k in enumerate(self.agent_ids)]):
+      mixed = combine(tf.identity(q_new))
+    own_active = None if active is None else tf.gather(active, own)
+    w = (1.0 - self.gamma) * psi + self.gamma * mixed
+    if own_active is not None:
+      w = tf.where(own_active[:, None] > 0, w, psi)
+    return w
+
+
+def make_actc(c, seed, agent_ids, sizes, copies=None):
   """The ACTC state of the config section ``c`` (config.compression, or a dict of its fields),
   or None for kind = none (today's ATC)."""
   if c is None or c["kind"] == "none":
     return None
   return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"]), c["zeta"],
-              c["gamma"], seed, agent_ids, sizes)
+              c["gamma"], seed, agent_ids, sizes, copies)
 
 
 def check_config(config):
@@ -253,8 +346,6 @@ def check_config(config):
     raise ConfigError(f"compression.kind={c.kind} compresses what agents exchange, but "
                       f"train.mode={config.train.mode} exchanges nothing to compress; use "
                       "diffusion, gossip or fusion, or compression.kind=none.")
-  if config.train.strategy != "default" or config.train.exchange not in ("auto", "local"):
-    raise ConfigError(f"compression.kind={c.kind} is supported with the local exchange only "
-                      "(train.strategy=default, train.exchange=auto or local), not "
-                      f"train.strategy={config.train.strategy}, train.exchange="
-                      f"{config.train.exchange}.")
+  if config.train.strategy == "multiworker":
+    raise ConfigError(f"compression.kind={c.kind} is supported with train.strategy=default "
+                      "(local exchange) and mirrored (allgather), not multiworker yet.")

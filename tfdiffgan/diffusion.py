@@ -185,10 +185,15 @@ class DiffusionStep:
              for net, vs in (("d", self.d_vars), ("g", self.g_vars))}
     self.bn_sizes = {net: sum(int(np.prod(v.shape)) for v in vs[0][self.n_weights[net]:])
                      for net, vs in (("d", self.d_vars), ("g", self.g_vars))}
-    self.actc = compression_lib.make_actc(compression, seed, self.agent_ids, sizes)
-    if self.actc is not None and self.exchange.name not in compression_lib.SUPPORTED_EXCHANGES:
-      raise ValueError(f"compression needs the exchange to be one of "
+    compressed = compression is not None and compression["kind"] != "none"
+    if compressed and (self.multiworker or
+                       self.exchange.name not in compression_lib.SUPPORTED_EXCHANGES):
+      raise ValueError(f"compression needs one process and the exchange to be one of "
                        f"{compression_lib.SUPPORTED_EXCHANGES}, not {self.exchange.name}")
+    copies = None  # in-process workers: each keeps its own copy of every agent's q
+    if self.exchange.name == "allgather":
+      copies = {w: self.strategy.extended.worker_devices[w] for w in range(self.R)}
+    self.actc = compression_lib.make_actc(compression, seed, self.agent_ids, sizes, copies)
     self.sizes = sizes
     for i in range(self.M):  # optimizer slots exist before tracing, on the agent's device
       device = agent_device(self.strategy, self.first + i, self.K)
@@ -278,9 +283,17 @@ class DiffusionStep:
     n = self.n_weights[net]
     flat, layout = exchange_lib.flatten(psi_local[:n])
     own = self.placement.agents_of(replica)
-    active = None if active_row is None else tf.gather(active_row, own)
-    w = self.actc.step(net, flat, own, lambda q: self.exchange.combine([q], A, replica)[0],
-                       active)
+    if self.exchange.name == "local":
+      active = None if active_row is None else tf.gather(active_row, own)
+      w = self.actc.step(net, flat, own, lambda q: self.exchange.combine([q], A, replica)[0],
+                         active)
+    else:  # only the compressed payload crosses between workers
+      c, P = self.actc.compressor, self.sizes[net]
+      gather = lambda payload: compression_lib.from_wire(
+          c, self.exchange.gather(compression_lib.to_wire(c, payload)), P)
+      w = self.actc.gathered_step(
+          net, flat, own, replica, gather,
+          lambda q: exchange_lib.mix(self.exchange.own_columns(A, replica), q), active_row)
     statistics = self.exchange.combine(psi_local[n:], A, replica) if psi_local[n:] else []
     return exchange_lib.unflatten(w, layout) + statistics
 
