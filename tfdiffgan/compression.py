@@ -20,8 +20,9 @@ on a wire that packs it (b-bit integers packed, float32 scales and values, int32
   topk            8 k,  k = ceil(fraction P)  (a float32 value and an int32 index each)
   randk           4 k,  k = ceil(fraction P)  (the indices follow from the shared seed)
 
-In this process the payload is held unpacked (an integer per level, not b bits): the bytes above
-are what a packing transport moves, and what ``traffic["payload_per_agent"]`` counts.
+In one process the payload is held unpacked (an integer per level, not b bits); the bytes above
+are what ``traffic["payload_per_agent"]`` counts. ``to_wire`` packs it for a transport (b-bit
+levels in int32 words): what the allgather exchange of in-process workers (mirrored) moves.
 """
 
 import math
@@ -324,7 +325,7 @@ def make_actc(c, seed, agent_ids, sizes, copies=None):
 
 def check_config(config):
   """compression.*: a known kind, bits in BITS, fraction in (0, 1], block >= 0,
-  zeta and gamma in (0, 1]; compression needs the local exchange (one replica) for now."""
+  zeta and gamma in (0, 1]; compression needs one process (default or mirrored) for now."""
   c = config.compression
   if c.kind not in KINDS:
     raise ConfigError(f"compression.kind={c.kind!r} is not one of {KINDS}; set "
