@@ -5,6 +5,9 @@ import json
 import math
 import os
 
+import ml_collections
+
+from tfdiffgan import compression
 from tfdiffgan import data
 from tfdiffgan import diffusion
 from tfdiffgan import exchange
@@ -32,7 +35,10 @@ ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "topology.failure_rule": "metropolis", "train.exchange": "auto",
                 "train.collective_timeout": 0.0, "train.ema_decay": 0.0,
                 "train.lr_decay": 0.0, "model.d_width": 0.0,
-                "model.minibatch_std": False, "model.pack": 1}
+                "model.minibatch_std": False, "model.pack": 1,
+                "compression.kind": "none", "compression.bits": 8, "compression.block": 256,
+                "compression.fraction": 0.1, "compression.zeta": 1.0,
+                "compression.gamma": 1.0}
 
 
 def _numbers(node, prefix=""):
@@ -83,6 +89,7 @@ def validate(config):
   optim.check_config(config)
   placement.check_config(config)
   exchange.check_config(config)
+  compression.check_config(config)
   check_run(config)
   topology.check_config(config)
   schedule.check_config(config)
@@ -166,6 +173,8 @@ def upgrade(config):
   """A config loaded from an older run's config.json, with the fields added since (in place)."""
   for field, value in ADDED_FIELDS.items():
     section, name = field.split(".")
+    if section not in config:  # a section added since (compression)
+      config[section] = ml_collections.ConfigDict()
     if name not in config[section]:
       config[section][name] = value
   return config

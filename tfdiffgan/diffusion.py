@@ -6,6 +6,9 @@ for all K agents, inside a single ``tf.function``:
   adapt   (eq. 10a): phi_k = w_k - mu * grad J_k(w_k)   every agent, its own batch and noise
   combine (eq. 10b): w_k = sum_l a_lk phi_l              one ``tf.tensordot`` per variable
 
+With ``compression`` (compression.ACTC) the combine becomes adapt-compress-then-combine:
+q_k <- q_k + zeta C_k(phi_k - q_k), w_k = (1 - gamma) phi_k + gamma sum_l a_lk q_l.
+
 Local gradients are of eq. (8a) for D_k (J_k^D = -J_k, eq. 3) and of eq. (8b) for G_k, or of the
 non-saturating generator loss -log D(G(z)) when asked.
 """
@@ -15,6 +18,7 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
+from tfdiffgan import compression as compression_lib
 from tfdiffgan import exchange as exchange_lib
 from tfdiffgan import seeds
 from tfdiffgan.exchange import mix  # pylint: disable=unused-import (the combine, eq. 10b)
@@ -130,7 +134,7 @@ class DiffusionStep:
   def __init__(self, generators, discriminators, d_optimizers, g_optimizers, combination_matrix,
                n_d=5, n_g=1, latent_dim=100, loss="nonsaturating", seed=0, agent_ids=None,
                strategy=None, loop_rounds=True, worker=None, exchange="auto", support=None,
-               timeout_seconds=0.0, ema_generators=None, ema_decay=0.0):
+               timeout_seconds=0.0, ema_generators=None, ema_decay=0.0, compression=None):
     self.M = len(generators)  # agents held by this process
     if not (len(discriminators) == len(d_optimizers) == len(g_optimizers) == self.M):
       raise ValueError("one generator, discriminator and pair of optimizers per agent")
@@ -174,6 +178,24 @@ class DiffusionStep:
                   for k in self.agent_ids]
     self.d_vars = [combined_variables(d) for d in self.discriminators]
     self.g_vars = [combined_variables(g) for g in self.generators]
+    # Compressed diffusion (ACTC): None runs the plain combine (eq. 10b), today's code path.
+    # The weights of each network come first in combined_variables, its BatchNorm statistics after.
+    self.n_weights = {"d": len(self.discriminators[0].trainable_variables),
+                      "g": len(self.generators[0].trainable_variables)}
+    sizes = {net: sum(int(np.prod(v.shape)) for v in vs[0][:self.n_weights[net]])
+             for net, vs in (("d", self.d_vars), ("g", self.g_vars))}
+    self.bn_sizes = {net: sum(int(np.prod(v.shape)) for v in vs[0][self.n_weights[net]:])
+                     for net, vs in (("d", self.d_vars), ("g", self.g_vars))}
+    compressed = compression is not None and compression["kind"] != "none"
+    if compressed and (self.multiworker or
+                       self.exchange.name not in compression_lib.SUPPORTED_EXCHANGES):
+      raise ValueError(f"compression needs one process and the exchange to be one of "
+                       f"{compression_lib.SUPPORTED_EXCHANGES}, not {self.exchange.name}")
+    copies = None  # in-process workers: each keeps its own copy of every agent's q
+    if self.exchange.name == "allgather":
+      copies = {w: self.strategy.extended.worker_devices[w] for w in range(self.R)}
+    self.actc = compression_lib.make_actc(compression, seed, self.agent_ids, sizes, copies)
+    self.sizes = sizes
     for i in range(self.M):  # optimizer slots exist before tracing, on the agent's device
       device = agent_device(self.strategy, self.first + i, self.K)
       with tf.device(device) if device else contextlib.nullcontext():
@@ -200,6 +222,8 @@ class DiffusionStep:
                noise=key(self.noise))
     if self.ema_decay:
       out.update(ema_generators=key(self.ema_generators), ema_count=self.ema_count)
+    if self.actc is not None:  # q of every agent in reach, and each agent's round counter
+      out.update(compression=key([self.actc.trackables(k) for k in self.agent_ids]))
     return out
 
   # ------------------------------------------------------------------------------ adapt
@@ -230,8 +254,9 @@ class DiffusionStep:
     id is static, so each traces only its own agents)."""
     return [k - self.first for k in self.placement.agents_of(replica)]
 
-  def _round(self, replica, adapt, variables, A, active_row, previous):
-    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K].
+  def _round(self, replica, adapt, variables, A, active_row, previous, net=None):
+    """One ATC round for this replica's agents: adapt, then combine (eq. 10b) with A [K, K], or
+    with compression compress-then-combine (``_compressed_combine``) the network ``net``.
     An agent whose ``active_row`` entry is 0 is switched off: it does not adapt, and reports its
     loss of the previous round (``previous`` [L]); its row and column of A are e_k already."""
     slots = self._own_slots(replica)
@@ -244,11 +269,34 @@ class DiffusionStep:
     losses = tf.stack([adapt_or_idle(j, i) for j, i in enumerate(slots)])
     if self.cooperative:
       phi_local = [stack_agents(vs) for vs in zip(*(variables[i] for i in slots))]  # [L, ...]
-      mixed = self.exchange.combine(phi_local, A, replica)
+      if self.actc is None:
+        mixed = self.exchange.combine(phi_local, A, replica)
+      else:
+        mixed = self._compressed_combine(net, phi_local, A, active_row, replica)
       for j, i in enumerate(slots):
         for v, m in zip(variables[i], mixed):
           v.assign(m[j])
     return losses
+
+  def _compressed_combine(self, net, psi_local, A, active_row, replica):
+    """ACTC's compress and combine (compression.ACTC.step) on the network's weights, flattened
+    to one [L, P] row per agent; its BatchNorm statistics are combined uncompressed (eq. 10b)."""
+    n = self.n_weights[net]
+    flat, layout = exchange_lib.flatten(psi_local[:n])
+    own = self.placement.agents_of(replica)
+    if self.exchange.name == "local":
+      active = None if active_row is None else tf.gather(active_row, own)
+      w = self.actc.step(net, flat, own, lambda q: self.exchange.combine([q], A, replica)[0],
+                         active)
+    else:  # only the compressed payload crosses between workers
+      c, P = self.actc.compressor, self.sizes[net]
+      gather = lambda payload: compression_lib.from_wire(
+          c, self.exchange.gather(compression_lib.to_wire(c, payload)), P)
+      w = self.actc.gathered_step(
+          net, flat, own, replica, gather,
+          lambda q: exchange_lib.mix(self.exchange.own_columns(A, replica), q), active_row)
+    statistics = self.exchange.combine(psi_local[n:], A, replica) if psi_local[n:] else []
+    return exchange_lib.unflatten(w, layout) + statistics
 
   def _replica_iteration(self, real, z, matrices, active, scale):
     """real [M, n_d, B, 28, 28, 1], z [M, n_d + n_g, B, latent] for this process's agents,
@@ -267,11 +315,15 @@ class DiffusionStep:
     for r in rounds(self.n_d):                                     # Algorithm 1, lines 2-7
       d_losses = self._round(
           replica, lambda i, r=r: self._adapt_discriminator(i, real[i, r], z[i, r], scale),
-          self.d_vars, matrices[r], row(r), d_losses)
+          self.d_vars, matrices[r], row(r), d_losses, net="d")
     for r in rounds(self.n_g):                                     # Algorithm 1, lines 8-13
       g_losses = self._round(
           replica, lambda i, r=r: self._adapt_generator(i, z[i, self.n_d + r], scale), self.g_vars,
-          matrices[self.n_d + r], row(self.n_d + r), g_losses)
+          matrices[self.n_d + r], row(self.n_d + r), g_losses, net="g")
+    if self.actc is not None and self.cooperative:  # what a packing transport would send
+      self.exchange.traffic["payload_per_agent"] = sum(
+          count * self.actc.row_bytes(self.sizes[net], self.bn_sizes[net])
+          for net, count in (("d", self.n_d), ("g", self.n_g)))
     return {"d_loss": d_losses, "g_loss": g_losses}
 
   def _update_averages(self):

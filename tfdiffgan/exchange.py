@@ -104,6 +104,21 @@ class AllGatherExchange(Exchange):
     self._round += 1
     return unflatten(mix(self.own_columns(A, worker), gathered), layout)
 
+  def gather(self, tensors):
+    """Every worker's rows of each tensor ({name: [L, ...]} -> {name: [K, ...]}), by agent id:
+    a compressed payload (compression.to_wire), counted at its own size."""
+    ctx = tf.distribute.get_replica_context()
+    N = self.placement.num_workers
+    out = {}
+    for key in sorted(tensors):                          # one order on every worker
+      value = tensors[key]
+      out[key] = ctx.all_gather(value, axis=0)
+      out[key].set_shape([N * value.shape[0], *value.shape[1:]])  # static, as every worker's
+      nbytes = int(np.prod(value.shape)) * value.dtype.size
+      self.traffic["sent"] += (N - 1) * nbytes
+      self.traffic["received"] += (N - 1) * nbytes
+    return out
+
 
 class NeighborExchange(Exchange):
   """Only the owners of in-neighbours send: one pairwise collective group per pair of workers

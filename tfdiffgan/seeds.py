@@ -31,6 +31,12 @@ def noise(seed, k):
   return seed * 7919 + 104729 * (k + 1)
 
 
+def quantizer(seed, k):
+  """Agent k's compression stream (compression.ACTC): the stateless seed [quantizer(seed, k),
+  round] of its dithers and rand-k draws, so a resumed run, and any placement, draws the same."""
+  return seed * 7919 + 104729 * (k + 1) + 15485863
+
+
 def graph(seed):
   """Random graphs (Erdos-Renyi, small world), gossip matchings and link/agent faults."""
   return seed

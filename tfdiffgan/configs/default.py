@@ -89,6 +89,18 @@ def get_config():
   config.train.sample_every = 250
   config.train.keep_checkpoints = 2
 
+  # Compressed diffusion (ACTC, tfdiffgan/compression.py): each agent sends C(psi_k - q_k) and
+  # keeps q_k <- q_k + zeta C(psi_k - q_k); w_k = (1 - gamma) psi_k + gamma sum_l a_lk q_l.
+  # kind: none (today's ATC, bit for bit) | quantize | topk | randk | identity (lossless, tests).
+  # train.strategy default (local exchange) or mirrored (allgather of the payload), for now.
+  config.compression = ml_collections.ConfigDict()
+  config.compression.kind = "none"
+  config.compression.bits = 8           # quantize: 1..8 or 16 bits per weight
+  config.compression.block = 256        # quantize: weights per scale (0: one scale per network)
+  config.compression.fraction = 0.1     # topk, randk: fraction of weights sent
+  config.compression.zeta = 1.0         # compression step: q <- q + zeta C(psi - q)
+  config.compression.gamma = 1.0        # combine step: w = (1 - gamma) psi + gamma A^T q
+
   config.eval = ml_collections.ConfigDict()
   config.eval.eval_every = 250          # iterations between FID/KID/coverage passes (0 = never)
   config.eval.periodic_samples = 2000   # samples per agent in those passes

@@ -107,7 +107,8 @@ def make_agents(config, num_agents, A, strategy, agent_ids=None, worker=None, su
                                  seed=config.seed, strategy=strategy, agent_ids=agent_ids,
                                  worker=worker, exchange=c.exchange, support=support,
                                  timeout_seconds=c.collective_timeout,
-                                 ema_generators=emas, ema_decay=c.ema_decay)
+                                 ema_generators=emas, ema_decay=c.ema_decay,
+                                 compression=config.compression)
 
 
 def load_shards(config, agent_ids=None, verbose=True):
