@@ -100,6 +100,7 @@ def test_targets_judge_rows():
   assert verdicts["trace time not growing faster than K"]  # 4 s/agent at K=2, 2 s/agent after
 
 
+@pytest.mark.e2e
 def test_exchange_bench_counts_what_crosses_the_wire():
   """Two worker processes, neighbors exchange: the exchange's own count equals the formula
   deg L P, and at least that many bytes really crossed loopback."""

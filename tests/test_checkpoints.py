@@ -3,11 +3,12 @@ the damaged one) and still ends with the weights of an uninterrupted run."""
 
 import glob
 import os
+import shutil
 
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import make_idx_dir, tiny_config
 from tfdiffgan import run as run_lib
 from tfdiffgan.errors import TrainingError
 
@@ -31,14 +32,26 @@ def _flip(path):
     f.write(bytes([byte[0] ^ 0xFF]))
 
 
+@pytest.fixture(scope="module")
+def stopped_at_4(tmp_path_factory):
+  """Trained once for every kind of damage: the weights of a run straight to iteration 6, and
+  a workdir stopped at iteration 4 (ckpt-2, ckpt-4) that each test damages in a copy."""
+  root = tmp_path_factory.mktemp("checkpoints")
+  idx = str(root / "idx")
+  make_idx_dir(idx)
+  cfg = lambda n: tiny_config(idx, **{"train.iterations": n})
+  straight = run_lib.Run(cfg(6), str(root / "straight"))
+  straight.train()
+  run_lib.Run(cfg(4), str(root / "stopped")).train()          # ckpt-2, ckpt-4
+  return cfg, _weights(straight), str(root / "stopped")
+
+
 @pytest.mark.parametrize("damage", [_truncate, _flip])
 def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(
-    tmp_path, idx_dir, capsys, damage):
-  cfg = lambda n: tiny_config(idx_dir, **{"train.iterations": n})
-  straight = run_lib.Run(cfg(6), str(tmp_path / "straight"))
-  straight.train()
+    tmp_path, stopped_at_4, capsys, damage):
+  cfg, straight, stopped = stopped_at_4
   workdir = str(tmp_path / "run")
-  run_lib.Run(cfg(4), workdir).train()                          # ckpt-2, ckpt-4
+  shutil.copytree(stopped, workdir)
   data = os.path.join(workdir, "checkpoints", "ckpt-4.data-00000-of-00001")
   damage(data)
   damaged_bytes = open(data, "rb").read()
@@ -50,7 +63,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(
   kept = os.path.join(workdir, "checkpoints", "damaged", "ckpt-4.data-00000-of-00001")
   assert open(kept, "rb").read() == damaged_bytes               # set aside, not deleted
   resumed.train()
-  for a, b in zip(_weights(straight), _weights(resumed)):
+  for a, b in zip(straight, _weights(resumed)):
     np.testing.assert_array_equal(a, b)
 
 
