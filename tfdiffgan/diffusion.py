@@ -192,7 +192,7 @@ class DiffusionStep:
       raise ValueError(f"compression needs one process and the exchange to be one of "
                        f"{compression_lib.SUPPORTED_EXCHANGES}, not {self.exchange.name}")
     copies = None  # in-process workers: each keeps its own copy of every agent's q
-    if self.exchange.name == "allgather":
+    if compressed and self.exchange.name == "allgather":
       copies = {w: self.strategy.extended.worker_devices[w] for w in range(self.R)}
     self.actc = compression_lib.make_actc(compression, seed, self.agent_ids, sizes, copies)
     self.sizes = sizes
