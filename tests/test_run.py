@@ -44,7 +44,7 @@ def test_an_agent_offline_for_a_whole_phase_logs_its_loss_as_missing(tmp_path, i
   rows = [json.loads(l) for l in open(tmp_path / "run" / "log.jsonl")]
   missing = 0
   for row in rows:
-    has_d, has_g = records.present_agents(r.network.schedule, row["iteration"] - 1, 1)
+    has_d, has_g = records.present_agents(r.network.schedule.active(row["iteration"] - 1), 1, 2)
     for loss, has in ((row["d_loss"], has_d), (row["g_loss"], has_g)):
       assert [v is not None for v in loss] == has.tolist(), row
       assert all(v is None or np.isfinite(v) and v != 0 for v in loss), row

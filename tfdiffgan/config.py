@@ -60,7 +60,6 @@ def _get(config, field):
   return value
 
 
-_choice = check_choice  # config.py's own fields (mode, loss) use the same one-line refusal
 
 
 def _positive(value, field, allow_zero=False):
@@ -98,8 +97,8 @@ def validate(config):
 def check_run(config):
   """The run's own fields (mode, loss, rounds, loop cadence, averaging, warm start, read-outs):
   what the run's loop consumes, checked here until the run has a module of its own."""
-  _choice(config.train.mode, MODES, "train.mode")
-  _choice(config.train.loss, diffusion.LOSSES, "train.loss")
+  check_choice(config.train.mode, MODES, "train.mode")
+  check_choice(config.train.loss, diffusion.LOSSES, "train.loss")
   for field in ("train.n_d", "train.n_g", "train.log_every", "train.checkpoint_every",
                 "train.sample_every", "train.keep_checkpoints"):
     _positive_int(config, field)

@@ -156,10 +156,7 @@ def lock(workdir, name=LOCK_NAME):
   return Lock(path, handle)
 
 
-# ------------------------------------------------------------------------------ atomic writes
-
-
-write_json = files.write_json  # callers use workdir.write_json: the one atomic writer
+# ----------------------------------------------------------------------------------- logs
 
 
 def truncate_jsonl(path, iteration, keep_last=True):
@@ -243,7 +240,7 @@ def record_seconds(checkpoint_dir, iteration, seconds):
     with open(path) as f:
       times = json.load(f)
   times[str(iteration)] = seconds
-  write_json(path, times)
+  files.write_json(path, times)
 
 
 # ------------------------------------------------------------------------------- signals

@@ -33,10 +33,11 @@ class Meter:
     return speed
 
 
-def checked_losses(out, schedule, i, n_d, checkpoints):
-  """Every agent's (D, G) losses [K] and which agents adapted; refuses a non-finite loss."""
+def checked_losses(out, active, i, n_d, checkpoints):
+  """Every agent's (D, G) losses [K] and which agents adapted (``active``: the step's input,
+  None when every agent does); refuses a non-finite loss."""
   losses = out["d_loss"].numpy(), out["g_loss"].numpy()
-  present = present_agents(schedule, i, n_d)
+  present = present_agents(active, n_d, len(losses[0]))
   bad = sorted({int(k) for loss, has in zip(losses, present)
                 for k in np.flatnonzero(~np.isfinite(loss) & has)})
   if bad:
@@ -73,10 +74,11 @@ def train(run, stop):
   out = None
   for i in range(start, total):
     t0 = time.time()
-    out = n.step(next(batches), **n.schedule.step_inputs(i),   # collectives: exchange
+    inputs = n.schedule.step_inputs(i)
+    out = n.step(next(batches), **inputs,                      # collectives: exchange
                  lr_scale=1.0 - c.train.lr_decay * i / total)
     sent += float(n.schedule.messages(i) @ n.params_per_round)
-    losses, present = checked_losses(out, n.schedule, i, c.train.n_d, ck)
+    losses, present = checked_losses(out, inputs.get("active"), i, c.train.n_d, ck)
     meter.traced(t0, run.chief)
     done = i + 1
     ck.iteration.assign(done)

@@ -16,10 +16,13 @@ def fmt_time(seconds):
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def present_agents(schedule, iteration, n_d):
-  """(D, G) masks [K] of the agents that adapted at least once this iteration: an agent offline
-  in every round of a phase has no loss to report for it (logged as missing, not as 0)."""
-  active = schedule.active(iteration) > 0
+def present_agents(active, n_d, num_agents):
+  """(D, G) masks [K] of the agents that adapted at least once this iteration, from the
+  iteration's ``active`` [rounds, K] (None: every agent): an agent offline in every round of a
+  phase has no loss to report for it (logged as missing, not as 0)."""
+  if active is None:
+    return np.ones(num_agents, bool), np.ones(num_agents, bool)
+  active = np.asarray(active) > 0
   return active[:n_d].any(axis=0), active[n_d:].any(axis=0)
 
 
