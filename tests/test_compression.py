@@ -1,5 +1,7 @@
 """Compressed diffusion (ACTC): the compressors' statistics, their bytes, and the step with them."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -95,7 +97,7 @@ def test_bytes_per_row():
     ("compression.bits", 12, "compression.bits=12 is not one of"),
     ("compression.fraction", 0.0, r"compression.fraction=0.0 must be in \(0, 1\]"),
     ("compression.gamma", 1.5, r"compression.gamma=1.5 must be in \(0, 1\]"),
-    ("train.strategy", "multiworker", "not multiworker yet"),
+    ("train.mode", "noncooperative", "exchanges nothing to compress"),
 ])
 def test_config_check_names_the_bad_field(field, value, match):
   c = tiny_config("", **{"compression.kind": "quantize", field: value})
@@ -143,7 +145,7 @@ def test_actc_with_a_lossless_compressor_is_atc(tmp_path, idx_dir, lossless):
   for a, b in zip(_weights(atc), _weights(actc)):
     np.testing.assert_allclose(a, b, atol=1e-6)
   # q_k = psi_k after every round: q holds the last adapted weights, not zeros
-  assert np.abs(actc.step.actc.q["g"][0].numpy()).max() > 0
+  assert np.abs(actc.step.actc.q[0]["g"][0].numpy()).max() > 0
 
 
 @pytest.mark.e2e
@@ -171,8 +173,8 @@ def test_resume_with_compression_is_bit_identical(tmp_path, idx_dir, kind):
     np.testing.assert_array_equal(a, b)
   for net in ("d", "g"):
     for k in (0, 1):
-      np.testing.assert_array_equal(straight.step.actc.q[net][k].numpy(),
-                                    resumed.step.actc.q[net][k].numpy())
+      np.testing.assert_array_equal(straight.step.actc.q[0][net][k].numpy(),
+                                    resumed.step.actc.q[0][net][k].numpy())
 
 
 @pytest.mark.e2e
@@ -222,7 +224,9 @@ def test_the_wire_packs_b_bit_levels_and_unpacks_them_exactly(bits):
   q = compression.Quantize(bits, 64)
   payload = q.compress(x, seeds)
   wire = compression.to_wire(q, payload)
-  assert wire["words"].dtype == tf.int32 and wire["words"].shape == (2, -(-333 * bits // 32))
+  # one int32 row per agent: a float32 scale per block of 64, then the b-bit levels in words
+  assert wire.dtype == tf.int32 and wire.shape == (2, 6 + -(-333 * bits // 32))
+  assert compression.wire_bytes(q, 333) == 4 * wire.shape[1]
   back = compression.from_wire(q, wire, 333)
   np.testing.assert_array_equal(q.decompress(back, seeds).numpy(),
                                 q.decompress(payload, seeds).numpy())
@@ -253,8 +257,25 @@ def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, 
   for n in names:
     np.testing.assert_allclose(runs["mirrored"].get_tensor(n), runs["default"].get_tensor(n),
                                atol=1e-5, err_msg=n)
-  copy = [n for n in runs["mirrored"].get_variable_to_shape_map() if "q_g_worker_1" in n]
-  assert len(copy) == 4  # worker 1's copy of every agent's q, equal to worker 0's
-  for n in copy:
-    np.testing.assert_array_equal(runs["mirrored"].get_tensor(n),
-                                  runs["mirrored"].get_tensor(n.replace("q_g_worker_1", "q_g")))
+  # each worker's copy of the other worker's agents' q, equal to the owner's
+  copies = [n for n in runs["mirrored"].get_variable_to_shape_map() if "_worker_" in n]
+  assert len(copies) == 2 * 2 * 2  # 2 workers x the other's 2 agents x (q_d, q_g)
+  for n in copies:
+    owner = re.sub(r"(q_[dg])_worker_\d", r"\1", n)
+    np.testing.assert_array_equal(runs["mirrored"].get_tensor(n), runs["mirrored"].get_tensor(owner))
+
+
+@pytest.mark.parametrize("compressor", [compression.Identity(), compression.TopK(0.05),
+                                        compression.RandK(0.05), compression.Quantize(4, 0)])
+def test_every_payload_crosses_the_wire_as_one_int32_row_per_agent(compressor):
+  """to_wire gives the one block an exchange moves; from_wire gives back what decompresses to
+  the same increment, and wire_bytes is its size (rand-k: values only, top-k: index and value)."""
+  x = tf.constant(np.random.default_rng(4).normal(size=(3, 300)).astype(np.float32))
+  seeds = tf.constant([[1, 9], [2, 9], [3, 9]], tf.int64)
+  payload = compressor.compress(x, seeds)
+  wire = compression.to_wire(compressor, payload)
+  assert wire.dtype == tf.int32 and wire.shape[0] == 3
+  assert compression.wire_bytes(compressor, 300) == 4 * wire.shape[1]
+  np.testing.assert_array_equal(
+      compressor.decompress(compression.from_wire(compressor, wire, 300), seeds).numpy(),
+      compressor.decompress(payload, seeds).numpy())

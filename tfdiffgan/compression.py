@@ -6,25 +6,29 @@ ACTC (Carpentiero, Matta, Sayed, arXiv 2112.02129) replaces the combine of eq. (
   compress  q_k  <- q_k + zeta * C_k(psi_k - q_k)           only C_k(psi_k - q_k) is sent
   combine   w_k  =  (1 - gamma) psi_k + gamma * sum_l a_lk q_l
 
-Every receiver rebuilds q_l from the same compressed increments, so each process keeps q for the
-agents in its reach (with the local exchange, every agent). ``none`` never builds any of this:
+Every receiver rebuilds q_l from the same compressed increments, so each worker keeps q for the
+agents in its reach (allgather and local: every agent; neighbors: its own and its neighbour
+workers'). ``none`` never builds any of this:
 the step runs today's ATC code path, bit for bit.
 
 A compressor works on a flat float32 tensor x [L, P], one row per agent, with one stateless seed
 [2] per row (agent k's ``seeds.quantizer`` and the round): ``compress(x, seeds)`` is what is sent,
-``decompress(payload, seeds)`` what every receiver rebuilds (with the same seeds), ``row_bytes(P)`` the bytes one row costs
-on a wire that packs it (b-bit integers packed, float32 scales and values, int32 indices):
+``decompress(payload, seeds)`` what every receiver rebuilds (with the same seeds),
+``row_bytes(P)`` the bytes one row costs on a wire that packs it (b-bit integers packed, float32 scales and values, int32 indices):
 
   none, identity  4 P                       (identity: the lossless compressor of the tests)
   quantize        ceil(b P / 8) + 4 ceil(P / block)    (block = 0: one scale per row)
   topk            8 k,  k = ceil(fraction P)  (a float32 value and an int32 index each)
   randk           4 k,  k = ceil(fraction P)  (the indices follow from the shared seed)
 
-In one process the payload is held unpacked (an integer per level, not b bits); the bytes above
-are what ``traffic["payload_per_agent"]`` counts. ``to_wire`` packs it for a transport (b-bit
-levels in int32 words): what the allgather exchange of in-process workers (mirrored) moves.
+In one replica the payload is held unpacked (an integer per level, not b bits); the bytes above
+are what ``traffic["payload_per_agent"]`` counts. Between workers ``to_wire`` packs it into one
+int32 row per agent (b-bit levels in whole words) that every exchange moves as it moves phi
+(``exchange.gather_rows``): in-process replicas (mirrored) and worker processes (multiworker,
+allgather or neighbors) alike, so the exchange's byte counters count the payload itself.
 """
 
+import contextlib
 import math
 
 import tensorflow as tf
@@ -34,7 +38,6 @@ from tfdiffgan.errors import ConfigError
 
 KINDS = ("none", "identity", "quantize", "topk", "randk")
 BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
-SUPPORTED_EXCHANGES = ("local", "allgather")  # allgather: in-process replicas (mirrored)
 
 
 def _rows(x, seeds, fn):
@@ -182,30 +185,49 @@ def unpack_bits(words, bits, P):
   return tf.cast(levels, tf.int32)
 
 
+def _as_int32(x):
+  return x if x.dtype == tf.int32 else tf.bitcast(tf.cast(x, tf.float32), tf.int32)
+
+
 def to_wire(compressor, payload):
-  """The payload as the tensors a collective moves (float32, int32): b-bit levels packed."""
+  """The payload as one int32 block [L, W], a row per agent, that any transport moves as it
+  moves phi: b-bit levels packed into words, float32 scales and values bit-cast beside them."""
   if isinstance(compressor, Quantize):
     P = payload["P"]
     levels = tf.reshape(payload["levels"], [payload["levels"].shape[0], -1])[:, :P]
-    return {"scale": payload["scale"], "words": pack_bits(levels, compressor.bits)}
-  if isinstance(payload, dict):
-    return {key: value for key, value in payload.items() if key != "P"}
-  return {"x": payload}
+    parts = [payload["scale"], pack_bits(levels, compressor.bits)]
+  elif isinstance(payload, dict):
+    parts = [payload[key] for key in ("index", "value") if key in payload]
+  else:
+    parts = [payload]
+  return tf.concat([_as_int32(part) for part in parts], axis=1)
 
 
 def from_wire(compressor, wire, P):
-  """Inverse of to_wire for the gathered tensors (every agent's rows)."""
+  """Inverse of to_wire for the gathered rows (every agent in reach): the payload."""
+  as_float = lambda x: tf.bitcast(x, tf.float32)
   if isinstance(compressor, Quantize):
-    scale = wire["scale"]
-    L, nb = scale.shape
     B = compressor.block or P
-    levels = unpack_bits(wire["words"], compressor.bits, P)
-    levels = tf.reshape(tf.pad(levels, [[0, 0], [0, nb * B - P]]), [L, nb, B])
+    nb = -(-P // B)
+    scale, words = as_float(wire[:, :nb]), wire[:, nb:]
+    levels = unpack_bits(words, compressor.bits, P)
+    levels = tf.reshape(tf.pad(levels, [[0, 0], [0, nb * B - P]]), [-1, nb, B])
     dtype = tf.uint8 if compressor.bits <= 8 else tf.uint16
     return {"levels": tf.cast(levels, dtype), "scale": scale, "P": P}
-  if "x" in wire:
-    return wire["x"]
-  return {**wire, "P": P}
+  if isinstance(compressor, RandK):
+    return {"value": as_float(wire), "P": P}
+  if isinstance(compressor, TopK):
+    k = compressor.keep(P)
+    return {"index": wire[:, :k], "value": as_float(wire[:, k:]), "P": P}
+  return as_float(wire)
+
+
+def wire_bytes(compressor, P):
+  """Bytes of one agent's row on the wire (to_wire): row_bytes with the levels in whole words."""
+  if isinstance(compressor, Quantize):
+    B = compressor.block or P
+    return 4 * (-(-P // B) + -(-P * compressor.bits // 32))
+  return compressor.row_bytes(P)
 
 
 def make_compressor(kind, bits=8, fraction=0.1, block=256):
@@ -221,8 +243,9 @@ def make_compressor(kind, bits=8, fraction=0.1, block=256):
 
 
 class ACTC:
-  """Adapt-compress-then-combine state of this process: q for each agent in reach and network,
-  and each agent's round counter (its quantizer's stream: seeds.quantizer(seed, k) and the round).
+  """Adapt-compress-then-combine state of this process: each worker's copy of q for the agents
+  in its reach, and each own agent's round counter (its quantizer's stream: seeds.quantizer(seed,
+  k) and the round).
 
   q starts at zero: agent l's initial weights are known to agent l alone, so a receiver's honest
   estimate of them before any message is 0 (as in ACTC and CHOCO-SGD); a q started at the
@@ -236,91 +259,76 @@ class ACTC:
   does not. Their 4 bytes each are counted in the payload.
   """
 
-  def __init__(self, compressor, zeta, gamma, seed, agent_ids, sizes, copies=None):
-    """sizes: {'d': P_D, 'g': P_G}, the flat size of each network's trainable weights.
-    copies: {worker: device} when several in-process workers (mirrored replicas) each keep
-    their own copy of every agent's q (no worker reads another's variables), else None."""
+  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner):
+    """own: the agents this process adapts. holders: {worker: (device or None, reach)}: each
+    worker of this process (one, or every in-process replica under mirrored) keeps q_l for the
+    agents l in its reach (those whose rows its exchange returns, exchange.reach), on its own
+    device, so no worker reads another's variables. sizes: {'d': P_D, 'g': P_G}, the flat size
+    of each network's trainable weights. owner(l): the worker that adapts agent l."""
     self.compressor, self.zeta, self.gamma = compressor, float(zeta), float(gamma)
-    self.agent_ids = list(agent_ids)
-    self.stream = {k: seeds_lib.quantizer(seed, k) for k in self.agent_ids}
-
-    def make_q(tag):
-      return {net: {k: tf.Variable(tf.zeros([P]), trainable=False, name=f"q_{net}_{k}{tag}")
-                    for k in self.agent_ids} for net, P in sizes.items()}
-
-    self.copies = {}
-    for worker, device in (copies or {}).items():
-      with tf.device(device):
-        self.copies[worker] = make_q(f"_worker_{worker}")
-    self.q = self.copies[0] if self.copies else make_q("")
+    self.own, self.owner = list(own), owner
+    self.reach = {w: list(reach) for w, (_, reach) in holders.items()}
+    self.stream = {l: seeds_lib.quantizer(seed, l) for r in self.reach.values() for l in r}
+    self.q = {}
+    for w, (device, reach) in holders.items():
+      tag = "" if len(holders) == 1 else f"_worker_{w}"
+      with tf.device(device) if device else contextlib.nullcontext():
+        self.q[w] = {net: {l: tf.Variable(tf.zeros([P]), trainable=False, name=f"q_{net}_{l}{tag}")
+                           for l in reach} for net, P in sizes.items()}
     self.rounds = {k: tf.Variable(tf.constant(0, tf.int64), trainable=False,
-                                  name=f"compression_round_{k}") for k in self.agent_ids}
+                                  name=f"compression_round_{k}") for k in self.own}
 
-  def trackables(self, k):
-    out = {"q_d": self.q["d"][k], "q_g": self.q["g"][k], "round": self.rounds[k]}
-    for worker, q in self.copies.items():
-      if worker:
-        out.update({f"q_d_worker_{worker}": q["d"][k], f"q_g_worker_{worker}": q["g"][k]})
+  def trackables(self):
+    """{agent_l: {...}}: an own agent's round counter and its owner's q (q_d, q_g); every other
+    copy of q_l a worker keeps as q_d_worker_W, q_g_worker_W."""
+    out = {}
+    for w, nets in self.q.items():
+      for net, q in nets.items():
+        for l, variable in q.items():
+          suffix = "" if self.owner(l) == w else f"_worker_{w}"
+          out.setdefault(f"agent_{l}", {})[f"q_{net}{suffix}"] = variable
+    for k, variable in self.rounds.items():
+      out[f"agent_{k}"]["round"] = variable
     return out
 
   def row_bytes(self, P, bn_numbers):
     return self.compressor.row_bytes(P) + 4 * bn_numbers
 
-  def step(self, net, psi, own, combine, active=None):
-    """One ACTC round of ``net`` for the agents ``own`` (global ids, rows of psi [L, P]):
-    updates their q and returns w [L, P]. ``combine(q_all)`` mixes every agent's q [K, P] into
-    the own agents' sum_l a_lk q_l [L, P] (the exchange). ``active`` [L] 0/1: an offline agent
-    sends nothing (its q stays) and keeps w_k = psi_k."""
-    q_own = tf.stack([self.q[net][k].read_value() for k in own])
-    seeds = tf.stack([tf.stack([tf.constant(self.stream[k], tf.int64), self.rounds[k].assign_add(1)])
-                      for k in own])
-    increment = self.compressor.roundtrip(psi - q_own, seeds)
-    if active is not None:
-      increment *= active[:, None]
-    q_new = q_own + self.zeta * increment
-    with tf.control_dependencies([self.q[net][k].assign(q_new[j]) for j, k in enumerate(own)]):
-      q_all = tf.stack([self.q[net][k].read_value() for k in self.agent_ids])
-    w = (1.0 - self.gamma) * psi + self.gamma * combine(q_all)
-    if active is not None:
-      w = tf.where(active[:, None] > 0, w, psi)
-    return w
+  def step(self, net, psi, own, worker, send, combine, active=None):
+    """One ACTC round of ``net`` for ``worker``'s agents ``own`` (global ids, rows of psi
+    [L, P]): sends their compressed increments, rebuilds the increment of every agent in reach
+    from the payloads and the shared seeds, updates the worker's copy of q and returns w [L, P].
 
-
-  def gathered_step(self, net, psi, own, worker, gather, combine, active=None):
-    """step() for a worker that holds only its agents ``own``: it sends their compressed
-    increments (``gather(payload)`` returns every worker's, in agent order), rebuilds every
-    agent's increment from the payloads and the shared seeds, and updates its own copy of q.
-    ``active`` [K] 0/1 for every agent."""
-    q = self.copies[worker][net]
-    q_all = tf.stack([q[k].read_value() for k in self.agent_ids])
-    q_own = tf.gather(q_all, [self.agent_ids.index(k) for k in own])
+    send(payload) -> the payloads of every agent in the worker's reach, in reach order (the
+    exchange; the payload itself when every agent is in this replica). combine(q_reach) ->
+    sum_l a_lk q_l [L, P]. active [K] 0/1, or None: an offline agent's increment is dropped by
+    every receiver (its q stays) and it keeps w_k = psi_k."""
+    reach, q = self.reach[worker], self.q[worker][net]
+    q_reach = tf.stack([q[l].read_value() for l in reach])
+    q_own = tf.gather(q_reach, [reach.index(k) for k in own])
     rounds = [self.rounds[k].assign_add(1) for k in own]
-    seeds = tf.stack([tf.stack([tf.constant(self.stream[k], tf.int64), t])
-                      for k, t in zip(own, rounds)])
-    payload = gather(self.compressor.compress(psi - q_own, seeds))
-    # every agent's counter is the same round: the owners' seeds follow from this worker's
-    every = tf.stack([tf.stack([tf.constant(self.stream[k], tf.int64), rounds[0]])
-                      for k in self.agent_ids])
-    increment = self.compressor.decompress(payload, every)
+    seeds = lambda agents: tf.stack([tf.stack([tf.constant(self.stream[l], tf.int64), rounds[0]])
+                                     for l in agents])  # every agent is at the same round
+    increment = self.compressor.decompress(
+        send(self.compressor.compress(psi - q_own, seeds(own))), seeds(reach))
     if active is not None:
-      increment *= active[:, None]
-    q_new = q_all + self.zeta * increment
-    with tf.control_dependencies([q[k].assign(q_new[i]) for i, k in enumerate(self.agent_ids)]):
+      increment *= tf.gather(active, reach)[:, None]
+    q_new = q_reach + self.zeta * increment
+    with tf.control_dependencies([q[l].assign(q_new[i]) for i, l in enumerate(reach)]):
       mixed = combine(tf.identity(q_new))
-    own_active = None if active is None else tf.gather(active, own)
     w = (1.0 - self.gamma) * psi + self.gamma * mixed
-    if own_active is not None:
-      w = tf.where(own_active[:, None] > 0, w, psi)
+    if active is not None:
+      w = tf.where(tf.gather(active, own)[:, None] > 0, w, psi)
     return w
 
 
-def make_actc(c, seed, agent_ids, sizes, copies=None):
+def make_actc(c, seed, own, holders, sizes, owner):
   """The ACTC state of the config section ``c`` (config.compression, or a dict of its fields),
   or None for kind = none (today's ATC)."""
   if c is None or c["kind"] == "none":
     return None
   return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"]), c["zeta"],
-              c["gamma"], seed, agent_ids, sizes, copies)
+              c["gamma"], seed, own, holders, sizes, owner)
 
 
 def check_config(config):
@@ -347,6 +355,3 @@ def check_config(config):
     raise ConfigError(f"compression.kind={c.kind} compresses what agents exchange, but "
                       f"train.mode={config.train.mode} exchanges nothing to compress; use "
                       "diffusion, gossip or fusion, or compression.kind=none.")
-  if config.train.strategy == "multiworker":
-    raise ConfigError(f"compression.kind={c.kind} is supported with train.strategy=default "
-                      "(local exchange) and mirrored (allgather), not multiworker yet.")

@@ -186,15 +186,13 @@ class DiffusionStep:
              for net, vs in (("d", self.d_vars), ("g", self.g_vars))}
     self.bn_sizes = {net: sum(int(np.prod(v.shape)) for v in vs[0][self.n_weights[net]:])
                      for net, vs in (("d", self.d_vars), ("g", self.g_vars))}
-    compressed = compression is not None and compression["kind"] != "none"
-    if compressed and (self.multiworker or
-                       self.exchange.name not in compression_lib.SUPPORTED_EXCHANGES):
-      raise ValueError(f"compression needs one process and the exchange to be one of "
-                       f"{compression_lib.SUPPORTED_EXCHANGES}, not {self.exchange.name}")
-    copies = None  # in-process workers: each keeps its own copy of every agent's q
-    if compressed and self.exchange.name == "allgather":
-      copies = {w: self.strategy.extended.worker_devices[w] for w in range(self.R)}
-    self.actc = compression_lib.make_actc(compression, seed, self.agent_ids, sizes, copies)
+    # each worker of this process keeps q for the agents its exchange reaches, on its device
+    workers = [self.worker] if self.multiworker else range(self.R)
+    holders = {w: (None if self.R == 1 or self.multiworker
+                   else self.strategy.extended.worker_devices[w], self.exchange.reach(w))
+               for w in workers}
+    self.actc = compression_lib.make_actc(compression, seed, self.agent_ids, holders, sizes,
+                                          self.placement.owner)
     self.sizes = sizes
     for i in range(self.M):  # optimizer slots exist before tracing, on the agent's device
       device = agent_device(self.strategy, self.first + i, self.K)
@@ -222,8 +220,8 @@ class DiffusionStep:
                noise=key(self.noise))
     if self.ema_decay:
       out.update(ema_generators=key(self.ema_generators), ema_count=self.ema_count)
-    if self.actc is not None:  # q of every agent in reach, and each agent's round counter
-      out.update(compression=key([self.actc.trackables(k) for k in self.agent_ids]))
+    if self.actc is not None:  # q of every agent in reach, and each own agent's round counter
+      out.update(compression=self.actc.trackables())
     return out
 
   # ------------------------------------------------------------------------------ adapt
@@ -283,18 +281,14 @@ class DiffusionStep:
     to one [L, P] row per agent; its BatchNorm statistics are combined uncompressed (eq. 10b)."""
     n = self.n_weights[net]
     flat, layout = exchange_lib.flatten(psi_local[:n])
-    own = self.placement.agents_of(replica)
-    if self.exchange.name == "local":
-      active = None if active_row is None else tf.gather(active_row, own)
-      w = self.actc.step(net, flat, own, lambda q: self.exchange.combine([q], A, replica)[0],
-                         active)
-    else:  # only the compressed payload crosses between workers
-      c, P = self.actc.compressor, self.sizes[net]
-      gather = lambda payload: compression_lib.from_wire(
-          c, self.exchange.gather(compression_lib.to_wire(c, payload)), P)
-      w = self.actc.gathered_step(
-          net, flat, own, replica, gather,
-          lambda q: exchange_lib.mix(self.exchange.own_columns(A, replica), q), active_row)
+    c, P = self.actc.compressor, self.sizes[net]
+    if self.exchange.name == "local":   # every agent in this replica: the payload stays here
+      send = lambda payload: payload
+    else:                               # only the packed payload crosses between workers
+      send = lambda payload: compression_lib.from_wire(
+          c, self.exchange.gather_rows(compression_lib.to_wire(c, payload), replica), P)
+    w = self.actc.step(net, flat, self.placement.agents_of(replica), replica, send,
+                       lambda q: self.exchange.mix_reach(A, replica, q), active_row)
     statistics = self.exchange.combine(psi_local[n:], A, replica) if psi_local[n:] else []
     return exchange_lib.unflatten(w, layout) + statistics
 

@@ -55,7 +55,11 @@ def unflatten(flat, layout):
 
 
 class Exchange:
-  """Base: knows the placement; subclasses implement ``combine``."""
+  """Base: knows the placement. Every exchange moves rows, one per agent: ``gather_rows`` hands
+  this worker's [L, W] rows to the workers that need them and returns the rows of every agent in
+  its ``reach`` (its own and those it receives), which ``mix_reach`` combines with A (eq. 10b).
+  ``combine`` is the two together on the flattened phi; compressed diffusion sends its payload
+  through ``gather_rows`` as well (compression.to_wire)."""
 
   name = None
 
@@ -73,8 +77,30 @@ class Exchange:
     own = self.placement.agents_of(worker)
     return tf.gather(A, own, axis=1)  # [K, L]
 
-  def combine(self, phi_local, A, worker):
+  def reach(self, worker):
+    """The agents whose rows ``gather_rows`` returns to ``worker``, in that order."""
+    return list(range(self.placement.num_agents))
+
+  def gather_rows(self, rows, worker):
     raise NotImplementedError
+
+  def mix_reach(self, A, worker, rows):
+    """w_k = sum_l a_lk rows_l (eq. 10b) for ``worker``'s agents k, l over its reach."""
+    reach = self.reach(worker)
+    columns = self.own_columns(A, worker)
+    if reach != list(range(self.placement.num_agents)):
+      columns = tf.gather(columns, reach, axis=0)        # a_lk, l in reach
+    return mix(columns, rows)
+
+  def combine(self, phi_local, A, worker):
+    flat, layout = flatten(phi_local)
+    return unflatten(self.mix_reach(A, worker, self.gather_rows(flat, worker)), layout)
+
+  def _count(self, rows, messages):
+    """Counts ``messages`` sends and receipts of the block ``rows`` for this round."""
+    nbytes = int(np.prod(rows.shape)) * rows.dtype.size
+    self.traffic["sent"] += messages * nbytes
+    self.traffic["received"] += messages * nbytes
 
 
 class LocalExchange(Exchange):
@@ -87,37 +113,21 @@ class LocalExchange(Exchange):
       raise ValueError("the local exchange needs every agent in one replica")
     return [mix(A, p) for p in phi_local]
 
+  def gather_rows(self, rows, worker=0):
+    return rows
+
 
 class AllGatherExchange(Exchange):
   """All-gather phi from every worker (tf.distribute's replica context), mix own columns."""
 
   name = "allgather"
 
-  def combine(self, phi_local, A, worker):
-    flat, layout = flatten(phi_local)
-    ctx = tf.distribute.get_replica_context()
-    gathered = ctx.all_gather(flat, axis=0)              # [K, P], ordered by worker = by agent id
-    nbytes = int(np.prod(flat.shape)) * flat.dtype.size
-    N = self.placement.num_workers
-    self.traffic["sent"] += (N - 1) * nbytes             # a ring forwards N - 1 blocks of L P
-    self.traffic["received"] += (N - 1) * nbytes
+  def gather_rows(self, rows, worker):
+    gathered = tf.distribute.get_replica_context().all_gather(rows, axis=0)  # [K, W], by agent id
+    gathered.set_shape([self.placement.num_agents, *rows.shape[1:]])  # static, as every worker's
+    self._count(rows, self.placement.num_workers - 1)    # a ring forwards N - 1 blocks of L rows
     self._round += 1
-    return unflatten(mix(self.own_columns(A, worker), gathered), layout)
-
-  def gather(self, tensors):
-    """Every worker's rows of each tensor ({name: [L, ...]} -> {name: [K, ...]}), by agent id:
-    a compressed payload (compression.to_wire), counted at its own size."""
-    ctx = tf.distribute.get_replica_context()
-    N = self.placement.num_workers
-    out = {}
-    for key in sorted(tensors):                          # one order on every worker
-      value = tensors[key]
-      out[key] = ctx.all_gather(value, axis=0)
-      out[key].set_shape([N * value.shape[0], *value.shape[1:]])  # static, as every worker's
-      nbytes = int(np.prod(value.shape)) * value.dtype.size
-      self.traffic["sent"] += (N - 1) * nbytes
-      self.traffic["received"] += (N - 1) * nbytes
-    return out
+    return gathered
 
 
 class NeighborExchange(Exchange):
@@ -132,32 +142,31 @@ class NeighborExchange(Exchange):
     self.pairs = placement.worker_pairs(support)
     self.timeout = float(timeout_seconds)
 
-  def combine(self, phi_local, A, worker):
+  def _partners(self, worker):
+    return sorted({a if b == worker else b for a, b in self.pairs if worker in (a, b)})
+
+  def reach(self, worker):
+    workers = sorted([worker, *self._partners(worker)])
+    return [k for w in workers for k in self.placement.agents_of(w)]
+
+  def gather_rows(self, rows, worker):
     from tensorflow.python.ops import collective_ops  # pylint: disable=g-import-not-at-top
-    flat, layout = flatten(phi_local)
-    N, P = self.placement.num_workers, self.placement.per_worker
-    blocks = {worker: flat}
+    N, L = self.placement.num_workers, self.placement.per_worker
+    blocks = {worker: rows}
     last = None
     for index, (a, b) in enumerate(self.pairs):          # one global order on every worker
       if worker not in (a, b):
         continue
       with tf.control_dependencies([last] if last is not None else []):
         pair = collective_ops.all_gather_v2(
-            flat, group_size=2, group_key=_GROUP_KEY_BASE + a * N + b,
+            rows, group_size=2, group_key=_GROUP_KEY_BASE + a * N + b,
             instance_key=_INSTANCE_KEY_BASE + self._round * len(self.pairs) + index,
-            timeout=self.timeout)                        # [2L, P], lower task index first
+            timeout=self.timeout)                        # [2L, W], lower task index first
       last = pair
-      other = b if worker == a else a
-      blocks[other] = pair[P:] if worker == a else pair[:P]
-      nbytes = int(np.prod(flat.shape)) * flat.dtype.size
-      self.traffic["sent"] += nbytes
-      self.traffic["received"] += nbytes
+      blocks[b if worker == a else a] = pair[L:] if worker == a else pair[:L]
+      self._count(rows, 1)
     self._round += 1
-    workers = sorted(blocks)
-    agents = [k for w in workers for k in self.placement.agents_of(w)]
-    phi = tf.concat([blocks[w] for w in workers], axis=0)           # [deg_w L + L, P]
-    A_rows = tf.gather(self.own_columns(A, worker), agents, axis=0)  # a_lk, l in reach
-    return unflatten(mix(A_rows, phi), layout)
+    return tf.concat([blocks[w] for w in sorted(blocks)], axis=0)  # [(deg_w + 1) L, W], by reach
 
 
 def resolve(name, num_replicas, multiworker=False):
