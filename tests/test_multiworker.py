@@ -7,6 +7,7 @@ Worker processes are started through bin/launch (loopback ports from binding por
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,6 +146,55 @@ def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
   # the agents did train apart (so equality is not trivial)
   g0 = [k for k in reference if k.startswith("generators/agent_0/") and "kernel" in k][0]
   assert not np.allclose(reference[g0], reference[g0.replace("agent_0", "agent_1")])
+
+
+@pytest.mark.e2e
+def test_compressed_payload_crosses_workers_and_trains_the_same_network(tmp_path, idx_dir):
+  """ACTC with 4-bit quantization and dropouts, K = 4, non-symmetric A: one process, 2 workers
+  with allgather and 4 with neighbors (each keeping q only for its reach: its own agents and its
+  two neighbour workers') give the same weights and q to 1e-5, and each worker's exchange counts
+  the packed payload, not float32."""
+  matrix = _matrix_file(tmp_path)
+  flags = ["--config.compression.kind=quantize", "--config.compression.bits=4",
+           "--config.topology.agent_dropout=0.2"]
+  reference_dir = str(tmp_path / "default")
+  result = _launch(1, *_train_flags(idx_dir, reference_dir, matrix, *flags,
+                                    "--config.train.checkpoint_every=2"))
+  assert result.returncode == 0, result.stdout[-3000:]
+  reader = tf.train.load_checkpoint(os.path.join(reference_dir, "checkpoints"))
+  reference = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+               if n.startswith(("generators/agent_", "discriminators/agent_", "compression/"))
+               and "OPTIMIZER" not in n}
+  assert sum("/q_g/" in n for n in reference) == 4
+  for name, workers in (("allgather", 2), ("neighbors", 4)):
+    workdir = str(tmp_path / name)
+    result = _launch(workers, *_train_flags(
+        idx_dir, workdir, matrix, *flags, "--config.train.strategy=multiworker",
+        f"--config.train.exchange={name}", "--config.train.checkpoint_every=2"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    got = {}
+    for w in range(workers):
+      reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints", f"worker-{w}"))
+      for n in reader.get_variable_to_shape_map():
+        if n.startswith(("generators/agent_", "discriminators/agent_", "compression/")) and \
+            "OPTIMIZER" not in n:
+          got[n] = reader.get_tensor(n)
+    held = [n for n in got if "_worker_" in n]   # a worker's copy of another's agents' q
+    owned = {re.sub(r"(q_[dg])_worker_\d", r"\1", n) for n in held}
+    assert owned <= set(reference)
+    # allgather: each worker holds the other's 2 agents; neighbors on the 4-cycle: 2 each
+    assert len(held) == 2 * 2 * workers, (name, len(held))
+    for n in set(got) - set(held):
+      np.testing.assert_allclose(got[n], reference[n], atol=1e-5, err_msg=f"{name}: {n}")
+    for n in held:
+      np.testing.assert_allclose(got[n], reference[re.sub(r"(q_[dg])_worker_\d", r"\1", n)],
+                                 atol=1e-5, err_msg=f"{name}: {n}")
+    traffic = json.load(open(os.path.join(workdir, "run.json")))["exchange_bytes_per_iteration"]
+    peers = 1 if name == "allgather" else 2      # blocks sent per round: N - 1, or deg_w
+    rows = peers * (4 // workers)                # agents' rows sent per round
+    payload = traffic["payload_per_agent"]       # what one agent's packed messages weigh
+    # the exchange moved the payload rows (its words padded to 32 bits: < 4 bytes a round)
+    assert rows * payload <= traffic["sent"] <= rows * (payload + 4 * 3), (name, traffic)
 
 
 def _wait_for(predicate, timeout):

@@ -166,7 +166,9 @@ class NeighborExchange(Exchange):
       blocks[b if worker == a else a] = pair[L:] if worker == a else pair[:L]
       self._count(rows, 1)
     self._round += 1
-    return tf.concat([blocks[w] for w in sorted(blocks)], axis=0)  # [(deg_w + 1) L, W], by reach
+    out = tf.concat([blocks[w] for w in sorted(blocks)], axis=0)  # [(deg_w + 1) L, W], by reach
+    out.set_shape([len(blocks) * L, *rows.shape[1:]])              # static, as every worker's
+    return out
 
 
 def resolve(name, num_replicas, multiworker=False):
