@@ -1,0 +1,109 @@
+"""The compressed-diffusion table: quality against bytes of finished bin/train runs.
+
+  python tools/compression_table.py RUN_DIR [RUN_DIR ...] [--summaries=docs/results/compression]
+
+Each RUN_DIR is a finished run of the same config with another ``compression`` setting. Printed
+per run, as a Markdown table (and, with --summaries, a few-KB JSON per run written there, from
+which --from_summaries rebuilds the table without the run directories):
+
+  bytes/agent/it  what one agent broadcasts per iteration: its compressed payload for every round
+                  (the exchange's ``payload_per_agent``; float32 weights and statistics for
+                  ``none``). Each of its neighbours receives it once.
+  network bytes/it  the same summed over every message of the iteration (schedule.messages).
+  FID avg / raw   mean over agents of the averaged generators' FID, and of the raw iterates'
+  pooled FID      FID of the pooled samples of all agents
+  robust cov.     every agent's robust coverage (classes both classifiers find)
+  weakest         the smallest class share over agents, by the main and the check classifier
+  disagreement    of D and G at the end (Theorem 1)
+"""
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+
+
+def _compression_name(c):
+  kind = c.get("kind", "none")
+  if kind == "quantize":
+    return f"quantize {c['bits']} bits (block {c['block']})"
+  if kind in ("topk", "randk"):
+    return f"{kind} {100 * c['fraction']:g}%"
+  return "none (float32)" if kind == "none" else kind
+
+
+def summarize(run_dir):
+  """The few numbers of one finished run that the table needs."""
+  load = lambda name: json.load(open(os.path.join(run_dir, name)))
+  config, record, metrics = load("config.json"), load("run.json"), load("metrics.json")
+  A = np.asarray(record["combination_matrix"])
+  rounds = config["train"]["n_d"] + config["train"]["n_g"]
+  messages = rounds * int(np.count_nonzero(A - np.diag(np.diag(A))))   # per iteration
+  params_per_message = record["parameters_sent_per_iteration"] / messages
+  payload = record["exchange_bytes_per_iteration"].get("payload_per_agent")
+  if payload is None:                         # none: every weight and statistic as float32
+    payload = 4 * params_per_message * rounds
+  agents, raw = metrics["agents"], metrics.get("raw", {}).get("agents", [])
+  return {
+      "run": os.path.basename(os.path.normpath(run_dir)),
+      "compression": _compression_name(config.get("compression", {})),
+      "seed": config["seed"], "iterations": record["iterations"],
+      "bytes_per_agent_per_iteration": payload,
+      "network_bytes_per_iteration": payload / rounds * messages,
+      "float32_bytes_per_agent_per_iteration": 4 * params_per_message * rounds,
+      "fid_averaged": [a["fid"] for a in agents], "fid_raw": [a["fid"] for a in raw],
+      "fid_pooled": metrics.get("pooled", {}).get("fid"),
+      "robust_coverage": [a["robust_coverage"] for a in agents],
+      "weakest_main": min(a["weakest_class_share"] for a in agents),
+      "weakest_check": min(a["check_weakest_class_share"] for a in agents),
+      "disagreement_d": record["disagreement_discriminator"],
+      "disagreement_g": record["disagreement_generator"],
+      "train_seconds": record["train_seconds"],
+  }
+
+
+def table(summaries):
+  base = max(s["float32_bytes_per_agent_per_iteration"] for s in summaries)
+  rows = ["| compression | seed | bytes/agent/it | of float32 | network bytes/it | FID avg (mean; agents) | "
+          "FID raw | pooled FID | robust cov. | weakest main / check | disagreement D / G | train |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for s in summaries:
+    fid = s["fid_averaged"]
+    rows.append(
+        f"| {s['compression']} | {s['seed']} | {s['bytes_per_agent_per_iteration'] / 1e6:.3f} MB | "
+        f"{s['bytes_per_agent_per_iteration'] / base:.3f} | "
+        f"{s['network_bytes_per_iteration'] / 1e6:.2f} MB | "
+        f"**{np.mean(fid):.2f}** ({' / '.join(f'{x:.1f}' for x in fid)}) | "
+        f"{np.mean(s['fid_raw']):.2f} | {s['fid_pooled']:.2f} | "
+        f"{'/'.join(str(c) for c in s['robust_coverage'])} | "
+        f"{100 * s['weakest_main']:.1f}% / {100 * s['weakest_check']:.1f}% | "
+        f"{s['disagreement_d']:.1e} / {s['disagreement_g']:.1e} | "
+        f"{s['train_seconds'] / 60:.0f} min |")
+  return "\n".join(rows)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("runs", nargs="*", help="finished bin/train workdirs")
+  parser.add_argument("--summaries", help="directory to write (or, with --from_summaries, "
+                      "read) one JSON summary per run")
+  parser.add_argument("--from_summaries", action="store_true")
+  args = parser.parse_args()
+  if args.from_summaries:
+    summaries = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(args.summaries,
+                                                                           "*.json")))]
+    summaries.sort(key=lambda s: -s["bytes_per_agent_per_iteration"])
+  else:
+    summaries = [summarize(r) for r in args.runs]
+    if args.summaries:
+      os.makedirs(args.summaries, exist_ok=True)
+      for s in summaries:
+        with open(os.path.join(args.summaries, f"{s['run']}.json"), "w") as f:
+          json.dump(s, f, indent=1)
+  print(table(summaries))
+
+
+if __name__ == "__main__":
+  main()
