@@ -8,13 +8,13 @@ ACTC (Carpentiero, Matta, Sayed, arXiv 2112.02129) replaces the combine of eq. (
 
 Every receiver rebuilds q_l from the same compressed increments, so each worker keeps q for the
 agents in its reach (allgather and local: every agent; neighbors: its own and its neighbour
-workers'). ``none`` never builds any of this:
-the step runs today's ATC code path, bit for bit.
+workers'). ``none`` never builds any of this: the step runs today's ATC code path, bit for bit.
 
 A compressor works on a flat float32 tensor x [L, P], one row per agent, with one stateless seed
 [2] per row (agent k's ``seeds.quantizer`` and the round): ``compress(x, seeds)`` is what is sent,
 ``decompress(payload, seeds)`` what every receiver rebuilds (with the same seeds),
-``row_bytes(P)`` the bytes one row costs on a wire that packs it (b-bit integers packed, float32 scales and values, int32 indices):
+``row_bytes(P)`` the bytes one row costs on a wire that packs it (b-bit integers packed, float32
+scales and values, int32 indices):
 
   none, identity  4 P                       (identity: the lossless compressor of the tests)
   quantize        ceil(b P / 8) + 4 ceil(P / block)    (block = 0: one scale per row)
