@@ -1,6 +1,8 @@
 """The compressed-diffusion table: quality against bytes of finished bin/train runs.
 
   python tools/compression_table.py RUN_DIR [RUN_DIR ...] [--summaries=docs/results/compression]
+  python tools/compression_table.py --from_summaries --summaries=docs/results/compression \
+      --figure=docs/results/compression.png
 
 Each RUN_DIR is a finished run of the same config with another ``compression`` setting. Printed
 per run, as a Markdown table (and, with --summaries, a few-KB JSON per run written there, from
@@ -84,12 +86,34 @@ def table(summaries):
   return "\n".join(rows)
 
 
+def figure(summaries, path):
+  """Final FID against the bytes the network sends per iteration, one point per setting
+  (filled: mean of the agents' FIDs; hollow: the pooled samples' FID)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for i, s in enumerate(sorted(summaries, key=lambda s: s["network_bytes_per_iteration"])):
+    x = s["network_bytes_per_iteration"] / 1e6
+    ax.scatter(x, np.mean(s["fid_averaged"]), color=f"C{i}",
+               label=f"{s['compression']}, seed {s['seed']}")
+    ax.scatter(x, s["fid_pooled"], facecolors="none", edgecolors=f"C{i}")
+  ax.set(xscale="log", xlabel="MB sent by the network per iteration (all messages)",
+         ylabel="final FID (filled: per-agent mean; hollow: pooled)",
+         title="compressed diffusion: quality against communication (main job)")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("runs", nargs="*", help="finished bin/train workdirs")
   parser.add_argument("--summaries", help="directory to write (or, with --from_summaries, "
                       "read) one JSON summary per run")
   parser.add_argument("--from_summaries", action="store_true")
+  parser.add_argument("--figure", help="also plot FID against bytes into this PNG")
   args = parser.parse_args()
   if args.from_summaries:
     summaries = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(args.summaries,
@@ -103,6 +127,8 @@ def main():
         with open(os.path.join(args.summaries, f"{s['run']}.json"), "w") as f:
           json.dump(s, f, indent=1)
   print(table(summaries))
+  if args.figure:
+    figure(summaries, args.figure)
 
 
 if __name__ == "__main__":
