@@ -106,21 +106,35 @@ def test_pooled_score_is_the_score_of_equal_shares_of_every_agent():
   ev.real_features = ev.check_real_features = rng.normal(size=(300, 3))
   gens = [lambda z, s=s: np.asarray(z)[:, :3] + s for s in (0.0, 2.0, 5.0)]
   pooled = ev.score_pooled(gens, latent_dim=4, num_samples=90, seed=7)
-  z = np.random.default_rng(7).normal(size=(30, 4)).astype(np.float32)[:, :3]
-  ref = np.concatenate([z + s for s in (0.0, 2.0, 5.0)])  # the first 30 noise vectors, each agent
+  z = np.random.default_rng(7).normal(size=(90, 4)).astype(np.float32)[:, :3]
+  ref = np.concatenate([z[30 * k:30 * (k + 1)] + s for k, s in enumerate((0.0, 2.0, 5.0))])
   m1, m2 = ref.mean(0), ev.real_features.mean(0)
   s1, s2 = np.cov(ref, rowvar=False), np.cov(ev.real_features, rowvar=False)
   assert pooled["fid"] == pytest.approx(_tfgan_reference(m1, s1, m2, s2), rel=1e-6)
   assert pooled["num_agents"] == 3 and pooled["samples_per_agent"] == 30
   assert pooled["num_samples"] == 90
   # equal shares: the pooled class histogram is the mean of the agents' histograms, by both
-  hists = [metrics.class_histogram(_PixelClassifier().features_and_logits(z + s)[1])
-           for s in (0.0, 2.0, 5.0)]
+  hists = [metrics.class_histogram(_PixelClassifier().features_and_logits(
+      z[30 * k:30 * (k + 1)] + s)[1]) for k, s in enumerate((0.0, 2.0, 5.0))]
   assert pooled["class_histogram"] == pytest.approx(np.mean(hists, 0), abs=1e-4)
   assert pooled["check_class_histogram"] == pooled["class_histogram"]
   # the pooled FID is not the mean of the agents' FIDs (here it ranks the network differently)
   per_agent = [ev.score_generator(g, 4, 30, seed=7)["fid"] for g in gens]
   assert abs(pooled["fid"] - np.mean(per_agent)) > 1.0
+
+
+def test_agents_that_agree_pool_into_the_samples_of_one_of_them():
+  """Each agent draws its own slice of the noise: K copies of one generator pool into exactly
+  that generator's num_samples images (not K copies of num_samples / K images, which would score
+  agents near consensus on a smaller, less diverse set than agents that disagree)."""
+  ev = object.__new__(metrics.Evaluator)
+  ev.classifier, ev.check = _PixelClassifier(), _PixelClassifier()
+  ev.real_features = ev.check_real_features = np.random.default_rng(6).normal(size=(300, 3))
+  same = lambda z: np.asarray(z)[:, :3]
+  pooled = ev.score_pooled([same] * 3, latent_dim=4, num_samples=90, seed=7)
+  alone = ev.score_generator(same, 4, 90, seed=7)
+  assert pooled["fid"] == pytest.approx(alone["fid"], rel=1e-9)
+  assert pooled["noise"] == metrics.POOLED_NOISE
 
 
 def test_coverage_and_entropy():

@@ -265,7 +265,7 @@ def _fake_train(trained):
     if config.eval.final_samples:
       agent = {"fid": 50.0, "kid": 1.0, "kid_se": 0.1, "coverage": 10, "entropy_bits": 3.3,
                "class_histogram": [0.1] * 10, "check_class_histogram": [0.1] * 10}
-      pooled = {**agent, "fid": 45.0, "samples_per_agent": 10}
+      pooled = {**agent, "fid": 45.0, "samples_per_agent": 10, "noise": "disjoint"}
       files.append_jsonl(os.path.join(workdir, "metrics.jsonl"), {
           "iteration": iterations, "network": {"fid_mean": 50.0, "fid_min": 40.0, "fid_max": 60.0},
           "agents": [agent] * config.num_agents, "pooled": pooled})
@@ -438,6 +438,16 @@ def test_summaries_let_a_rerun_skip_cells_without_their_run_directories(tmp_path
                      only=["mnist/iid/diffusion/seed0"], log=lines.append)
   assert [os.path.basename(w) for w in trained] == ["seed0"]
   assert json.load(open(os.path.join(cell, "summary.json")))["iterations"] == 3
+  # nor does one whose pooled samples shared their noise across agents (scored before the fix)
+  stale = json.load(open(os.path.join(cell, "summary.json")))
+  del stale["final"]["pooled"]["noise"]
+  json.dump(stale, open(os.path.join(cell, "summary.json"), "w"))
+  del trained[:]
+  reproduce.run_grid(longer, str(tmp_path / "e"), quick=True, summaries_dir=summaries,
+                     only=["mnist/iid/diffusion/seed0"], log=lines.append)
+  assert [os.path.basename(w) for w in trained] == ["seed0"]
+  assert json.load(open(os.path.join(cell, "summary.json")))["final"]["pooled"]["noise"] == \
+      "disjoint"
 
 
 def _agents(k=5, share=0.1, check=None):

@@ -30,6 +30,9 @@ CLASSIFIER_VERSION = {"mnist": 1, "fashion_mnist": 2}
 CLASSIFIER_EPOCHS = {"mnist": 2, "fashion_mnist": 4}
 CLASSIFIER_BATCH = {"mnist": 128, "fashion_mnist": 64}
 MIN_ACCURACY = {"mnist": 0.985, "fashion_mnist": 0.90}
+# How the pooled score draws its noise: "disjoint", each agent its own slice of one draw (scores
+# from before, where every agent reused the same z, are not comparable and are not read).
+POOLED_NOISE = "disjoint"
 COVERAGE_THRESHOLD = 0.05  # a class is covered when it holds at least 5% of the samples
 
 # Two classifiers read every sample. "main" gives the FID that results quote; "check" has another
@@ -288,13 +291,22 @@ class Evaluator:
     return self.score_images(draw(generate, latent_dim, num_samples, seed, batch_size))
 
   def score_pooled(self, generates, latent_dim, num_samples, seed=0, batch_size=1000):
-    """The scores of the POOLED samples of every agent, an equal share each (num_samples // K
-    per agent, the first ones of the noise ``score_generator`` draws with the same seed): the
-    network's samples as one distribution, not a mean of per-agent scores (the two can rank
-    models differently: Wang, Farnia et al., arXiv 2310.11714)."""
-    share = max(1, num_samples // len(generates))
-    images = np.concatenate([draw(g, latent_dim, share, seed, batch_size) for g in generates])
-    return {**self.score_images(images), "num_agents": len(generates), "samples_per_agent": share}
+    """The scores of the POOLED samples of every agent, an equal share each: the network's
+    samples as one distribution, not a mean of per-agent scores (the two can rank models
+    differently: Wang, Farnia et al., arXiv 2310.11714).
+
+    Agent k draws from its own slice k of one noise draw (``seed``), so no two agents are fed
+    the same z: agents that agree (diffusion near consensus) would otherwise give near-copies of
+    the same num_samples / K images, and the pool would be scored on a K-times smaller, less
+    diverse set than agents that disagree (non-cooperative) give it."""
+    K = len(generates)
+    share = max(1, num_samples // K)
+    z = draw(lambda z: z, latent_dim, share * K, seed, batch_size)  # the noise itself
+    images = np.concatenate([
+        np.asarray(g(tf.constant(z[i:min(i + batch_size, (k + 1) * share)])))
+        for k, g in enumerate(generates) for i in range(k * share, (k + 1) * share, batch_size)])
+    return {**self.score_images(images), "num_agents": K, "samples_per_agent": share,
+            "noise": POOLED_NOISE}
 
 
 def draw(generate, latent_dim, num_samples, seed=0, batch_size=1000):

@@ -70,13 +70,18 @@ def write_summary(cell, results_dir, directory, wall_seconds=None):
 
 
 def summary_of(cell, where):
-  """The cell's summary if it has one from a run of the same length (a summary of another
-  length, e.g. before the grid changed, is ignored: the cell is trained again)."""
+  """The cell's summary if it has one from a run of the same length whose pooled samples drew
+  disjoint noise (metrics.POOLED_NOISE); another summary, e.g. from before the grid or the
+  pooled score changed, is ignored: the cell is trained again."""
   record = read_summary(where(cell.name))
-  if record and record.get("iterations", cell.config.train.iterations) == (
+  if not record or record.get("iterations", cell.config.train.iterations) != (
       cell.config.train.iterations):
-    return record
-  return None
+    return None
+  from tfdiffgan.metrics import POOLED_NOISE  # pylint: disable=g-import-not-at-top (TensorFlow)
+  pooled = (record.get("final") or {}).get("pooled")
+  if pooled is not None and pooled.get("noise") != POOLED_NOISE:
+    return None
+  return record
 
 
 def _summarized(cell, todo, where):
@@ -120,7 +125,7 @@ def _final(workdir):
   out = {"network": final["network"],
          "agents": [{k: a[k] for k in _AGENT_FIELDS if k in a} for a in final["agents"]]}
   if "pooled" in final:
-    out["pooled"] = {k: final["pooled"][k] for k in _AGENT_FIELDS + ("samples_per_agent",)
+    out["pooled"] = {k: final["pooled"][k] for k in _AGENT_FIELDS + ("samples_per_agent", "noise")
                      if k in final["pooled"]}
   if "raw" in final:
     out["raw_network"] = final["raw"]["network"]
