@@ -13,7 +13,6 @@ which --from_summaries rebuilds the table without the run directories):
                   ``none``). Each of its neighbours receives it once.
   network bytes/it  the same summed over every message of the iteration (schedule.messages).
   FID avg / raw   mean over agents of the averaged generators' FID, and of the raw iterates'
-  pooled FID      FID of the pooled samples of all agents
   robust cov.     every agent's robust coverage (classes both classifiers find)
   weakest         the smallest class share over agents, by the main and the check classifier
   disagreement    of D and G at the end (Theorem 1)
@@ -56,7 +55,6 @@ def summarize(run_dir):
       "network_bytes_per_iteration": payload / rounds * messages,
       "float32_bytes_per_agent_per_iteration": 4 * params_per_message * rounds,
       "fid_averaged": [a["fid"] for a in agents], "fid_raw": [a["fid"] for a in raw],
-      "fid_pooled": metrics.get("pooled", {}).get("fid"),
       "robust_coverage": [a["robust_coverage"] for a in agents],
       "weakest_main": min(a["weakest_class_share"] for a in agents),
       "weakest_check": min(a["check_weakest_class_share"] for a in agents),
@@ -68,9 +66,9 @@ def summarize(run_dir):
 
 def table(summaries):
   base = max(s["float32_bytes_per_agent_per_iteration"] for s in summaries)
-  rows = ["| compression | seed | bytes/agent/it | of float32 | network bytes/it | FID avg (mean; agents) | "
-          "FID raw | pooled FID | robust cov. | weakest main / check | disagreement D / G | train |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  rows = ["| compression | seed | bytes/agent/it | of float32 | network bytes/it | "
+          "FID avg (mean; agents) | FID raw | robust cov. | weakest main / check | "
+          "disagreement D / G | train |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for s in summaries:
     fid = s["fid_averaged"]
     rows.append(
@@ -78,7 +76,7 @@ def table(summaries):
         f"{s['bytes_per_agent_per_iteration'] / base:.3f} | "
         f"{s['network_bytes_per_iteration'] / 1e6:.2f} MB | "
         f"**{np.mean(fid):.2f}** ({' / '.join(f'{x:.1f}' for x in fid)}) | "
-        f"{np.mean(s['fid_raw']):.2f} | {s['fid_pooled']:.2f} | "
+        f"{np.mean(s['fid_raw']):.2f} | "
         f"{'/'.join(str(c) for c in s['robust_coverage'])} | "
         f"{100 * s['weakest_main']:.1f}% / {100 * s['weakest_check']:.1f}% | "
         f"{s['disagreement_d']:.1e} / {s['disagreement_g']:.1e} | "
@@ -88,7 +86,7 @@ def table(summaries):
 
 def figure(summaries, path):
   """Final FID against the bytes the network sends per iteration, one point per setting
-  (filled: mean of the agents' FIDs; hollow: the pooled samples' FID)."""
+  (filled: mean of the agents' averaged generators' FIDs; hollow: of their raw iterates)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -97,9 +95,9 @@ def figure(summaries, path):
     x = s["network_bytes_per_iteration"] / 1e6
     ax.scatter(x, np.mean(s["fid_averaged"]), color=f"C{i}",
                label=f"{s['compression']}, seed {s['seed']}")
-    ax.scatter(x, s["fid_pooled"], facecolors="none", edgecolors=f"C{i}")
+    ax.scatter(x, np.mean(s["fid_raw"]), facecolors="none", edgecolors=f"C{i}")
   ax.set(xscale="log", xlabel="MB sent by the network per iteration (all messages)",
-         ylabel="final FID (filled: per-agent mean; hollow: pooled)",
+         ylabel="final FID, mean over agents (filled: averaged; hollow: raw)",
          title="compressed diffusion: quality against communication (main job)")
   ax.legend(fontsize=7)
   fig.tight_layout()
