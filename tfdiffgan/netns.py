@@ -30,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 
 PREFIX = "tfdg"
 PORT = 23456  # each namespace has its own port space: one fixed port serves every worker
@@ -139,7 +140,7 @@ class Hosts:
     self.switch = f"{tag}sw" if self.num_hosts > 2 else None
     self.subnet = subnet if subnet is not None else os.getpid() % 250 + 1
     self.addresses = [f"10.77.{self.subnet}.{i + 1}" for i in range(self.num_hosts)]
-    self.interface = "eth0"
+    self.interface = "eth0" if self.num_hosts > 1 else "lo"  # one host: its workers share lo
     self._created = []
     self._previous_sigterm = None
 
@@ -222,15 +223,33 @@ class Hosts:
     """The command prefix that runs a program on host i."""
     return ["ip", "netns", "exec", self.names[i]]
 
-  def tf_configs(self, port=PORT):
-    """One TF_CONFIG (a JSON string) per host: the cluster is the hosts' own addresses."""
-    cluster = {"worker": [f"{a}:{port}" for a in self.addresses]}
+  def tf_configs(self, workers=None, port=PORT):
+    """One TF_CONFIG (a JSON string) per worker. On N > 1 hosts, worker i runs on host i and the
+    cluster is the hosts' own addresses; on one host, ``workers`` workers share its loopback
+    (bin/launch's cluster, with lo's counters counting this run's bytes alone)."""
+    workers = self.num_hosts if workers is None else int(workers)
+    if self.num_hosts == 1:
+      cluster = {"worker": [f"127.0.0.1:{port + i}" for i in range(workers)]}
+    elif workers == self.num_hosts:
+      cluster = {"worker": [f"{a}:{port}" for a in self.addresses]}
+    else:
+      raise NetnsError(f"{workers} workers on {self.num_hosts} hosts: one worker per host, or "
+                       "every worker on one host")
     return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            for i in range(self.num_hosts)]
+            for i in range(workers)]
+
+  def launch(self, command, workers=None, env=None, out=None, port=PORT):
+    """bin/launch's launcher (output merged, all stopped when one fails) with worker i run on
+    host i (every worker on host 0 when there is one host); returns the exit code."""
+    from tfdiffgan import launch as launch_lib  # pylint: disable=g-import-not-at-top
+    configs = self.tf_configs(workers, port)
+    prefixes = [self.prefix(i if self.num_hosts > 1 else 0) for i in range(len(configs))]
+    return launch_lib.launch(len(configs), command, env=env, out=out, configs=configs,
+                             prefixes=prefixes)
 
   def counters(self):
-    """Each host's eth0 byte counters, [{'tx_bytes', 'rx_bytes'}] in host order: what crossed
-    its link (Ethernet, IP and TCP headers included)."""
+    """Each host's byte counters, [{'tx_bytes', 'rx_bytes'}] in host order: what crossed its
+    link, eth0 (Ethernet, IP and TCP headers included); lo for one host."""
     out = []
     for name in self.names:
       raw = _run("ip", "-n", name, "-s", "-j", "link", "show", "dev", self.interface).stdout
@@ -251,3 +270,67 @@ class Hosts:
       except ValueError:
         pass
     return total
+
+
+class CountersAtRows:
+  """Snapshots the hosts' counters each time a JSON-lines file (a run's log.jsonl) gains a row,
+  from a thread, while the run goes on: the bytes between two rows are those of the iterations
+  between them, without the run's start-up (connections, group set-up) and end (final gathers).
+
+    with netns.CountersAtRows(hosts, f"{workdir}/log.jsonl") as watch:
+      hosts.launch(...)
+    watch.samples   # [(row, seconds since start, counters)], one per row
+
+  A row is written after its iteration's last collective, so a snapshot taken within
+  ``interval`` of it misses nothing of that iteration; the next iteration's exchange starts
+  only after its discriminator gradients, so it rarely leaks in.
+  """
+
+  def __init__(self, hosts_, path, interval=0.01):
+    self.hosts, self.path, self.interval = hosts_, path, interval
+    self.samples = []
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._poll, daemon=True)
+    self._offset, self._partial, self._t0 = 0, "", None
+
+  def __enter__(self):
+    self._t0 = time.perf_counter()
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join()
+    self._read()  # rows that came after the last poll: no counters for them (taken too late)
+    return False
+
+  def _read(self):
+    """New complete rows since the last call."""
+    try:
+      with open(self.path) as f:
+        f.seek(self._offset)
+        text = f.read()
+        self._offset = f.tell()
+    except OSError:
+      return []
+    text, self._partial = self._partial + text, ""
+    lines = text.split("\n")
+    self._partial = lines.pop()  # "" after a complete last line
+    return [json.loads(line) for line in lines if line.strip()]
+
+  def _poll(self):
+    while not self._stop.is_set():
+      rows = self._read()
+      if rows:
+        counters = self.hosts.counters()
+        now = time.perf_counter() - self._t0
+        self.samples += [(row, now, counters) for row in rows]
+      self._stop.wait(self.interval)
+
+  def between(self, first, last):
+    """(iterations, [per-host tx bytes], [per-host rx bytes]) between the rows of iterations
+    first and last."""
+    at = {row["iteration"]: counters for row, _, counters in self.samples}
+    a, b = at[first], at[last]
+    return (last - first, [y["tx_bytes"] - x["tx_bytes"] for x, y in zip(a, b)],
+            [y["rx_bytes"] - x["rx_bytes"] for x, y in zip(a, b)])
