@@ -207,8 +207,28 @@ class Hosts:
   def _limit(self, namespace, device):
     if self.rate is None:
       return
-    _run("tc", "-n", namespace, "qdisc", "add", "dev", device, "root", "tbf", "rate",
+    _run("tc", "-n", namespace, "qdisc", "replace", "dev", device, "root", "tbf", "rate",
          str(self.rate), "burst", str(burst_bytes(self.rate)), "latency", LATENCY)
+
+  def _links(self):
+    """(namespace, device) of every link end: each host's eth0 and the switch's ports."""
+    if self.num_hosts == 1:
+      return []
+    return [(n, "eth0") for n in self.names] + [
+        (self.switch, f"p{i}") for i in range(self.num_hosts) if self.switch]
+
+  def set_rate(self, rate):
+    """Changes every link's limit while the hosts run (None: unlimited), so one run can be
+    timed at several rates without paying its start-up and end again; packets already queued
+    leave at the old rate."""
+    if rate is not None:
+      rate_bits(rate)
+    self.rate = rate
+    for namespace, device in self._links():
+      if rate is None:
+        _run("tc", "-n", namespace, "qdisc", "del", "dev", device, "root", check=False)
+      else:
+        self._limit(namespace, device)
 
   def close(self):
     """Deletes every namespace this object made (idempotent)."""
@@ -260,9 +280,7 @@ class Hosts:
   def qdisc_drops(self):
     """Packets the rate limit dropped, summed over every limited device (0 when unlimited)."""
     total = 0
-    places = [(n, "eth0") for n in self.names] + [
-        (self.switch, f"p{i}") for i in range(self.num_hosts) if self.switch]
-    for namespace, device in places:
+    for namespace, device in self._links():
       raw = _run("tc", "-n", namespace, "-s", "-j", "qdisc", "show", "dev", device,
                  check=False).stdout
       try:
@@ -281,13 +299,15 @@ class CountersAtRows:
       hosts.launch(...)
     watch.samples   # [(row, seconds since start, counters)], one per row
 
+  ``on_row(row)``, when given, is called in the thread after each snapshot.
+
   A row is written after its iteration's last collective, so a snapshot taken within
   ``interval`` of it misses nothing of that iteration; the next iteration's exchange starts
   only after its discriminator gradients, so it rarely leaks in.
   """
 
-  def __init__(self, hosts_, path, interval=0.01):
-    self.hosts, self.path, self.interval = hosts_, path, interval
+  def __init__(self, hosts_, path, interval=0.01, on_row=None):
+    self.hosts, self.path, self.interval, self.on_row = hosts_, path, interval, on_row
     self.samples = []
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -325,6 +345,8 @@ class CountersAtRows:
         counters = self.hosts.counters()
         now = time.perf_counter() - self._t0
         self.samples += [(row, now, counters) for row in rows]
+        if self.on_row is not None:  # e.g. a new rate for the next window, after the snapshot
+          self.on_row(rows[-1])
       self._stop.wait(self.interval)
 
   def between(self, first, last):
