@@ -29,10 +29,15 @@ Reported per setting:
              a thread as each log row appears: TCP/IP headers, gRPC framing and the small
              per-iteration sync gather included, and once per window the logging collective
   ratio      wire / exch
+  log B/it   what the logging collective adds to wire B/it (computed: 8 (N - 1) (3 + L + P_D +
+             P_G) / log_every, float64 whatever the compression), and the ratio without it:
+             (wire - log) / exch, the wire's overhead on the exchange itself (framing, headers:
+             veth and lo count GSO segments of up to 64 KiB, one header each)
 On 2 cores the N processes share the CPU with each other (and with whatever else runs: see the
 load average printed and stored), so compare rows within one bench run, never absolute times.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -57,6 +62,22 @@ def train_command(workdir, workers, exchange, compression, iters, log_every):
           *(["--config.train.strategy=multiworker", f"--config.train.exchange={exchange}"]
             if workers > 1 else []),
           *COMPRESSION[compression]]
+
+
+@functools.lru_cache(maxsize=None)
+def logging_bytes(workers, log_every):
+  """Bytes per iteration one worker sends in the run's logging collective: at each log row an
+  all-gather (a ring: N - 1 blocks forwarded) of 1 + L + 2 + P_D + P_G float64 (stop flag,
+  finiteness flags, the disagreement's scatters and means of the trainable weights,
+  tfdiffgan/run/sync.py), spread over the log_every iterations of a window."""
+  from tfdiffgan import models  # pylint: disable=g-import-not-at-top
+  from configs import mnist_noniid  # pylint: disable=g-import-not-at-top
+  c = mnist_noniid.get_config()
+  count = lambda m: sum(int(v.shape.num_elements()) for v in m.trainable_variables)
+  params = (count(models.make_generator(c.model.latent_dim, c.model.width)) +
+            count(models.make_discriminator(c.model.d_width or c.model.width)))
+  numbers = 1 + 4 // workers + 2 + params
+  return 8 * numbers * (workers - 1) / log_every
 
 
 def _refusal(text):
@@ -119,10 +140,13 @@ def run_once(links, workers, exchange, compression, args, scratch):
       iterations += n
       wire += sum(tx) / len(tx) if not loopback else tx[0] / workers  # lo: every worker's tx
     per_worker = wire / iterations if iterations else None
+    logged = logging_bytes(workers, every)
     rows.append(dict(base, link=link, ms_per_iteration=statistics.median(ms) if ms else None,
                      ms_windows=ms, exchange_bytes_per_iteration=sent,
-                     wire_bytes_per_iteration=per_worker,
+                     wire_bytes_per_iteration=per_worker, logging_bytes_per_iteration=logged,
                      ratio=per_worker / sent if sent and per_worker else None,
+                     ratio_without_logging=(per_worker - logged) / sent
+                     if sent and per_worker else None,
                      measured_iterations=iterations, run_wall_seconds=wall,
                      run_iterations=every * len(plan), trace_seconds=record.get("trace_seconds")))
   shutil.rmtree(workdir, ignore_errors=True)
@@ -130,16 +154,19 @@ def run_once(links, workers, exchange, compression, args, scratch):
 
 
 def table(rows):
-  lines = ["  link       N exchange  compression |   ms/it | exch B/it/worker  wire B/it/worker  ratio",
-           "  ------------------------------------+---------+----------------------------------------"]
+  lines = ["  link       N exchange  compression |   ms/it | exch B/it  wire B/it  ratio | log B/it  "
+           "ratio w/o log",
+           "  ------------------------------------+---------+----------------------------+---------"
+           "--------------"]
   for r in rows:
     head = f"  {r['link']:<9} {r['workers']:2d} {r['exchange']:<9} {r['compression']:<11} | "
     if not r.get("ms_per_iteration"):
       why = r.get("refused") or "failed (see the JSON)"
       lines.append(head + f"{'-':>7} | {why[:90]}")
       continue
-    lines.append(head + f"{r['ms_per_iteration']:7.0f} | {r['exchange_bytes_per_iteration']:16d}  "
-                 f"{r['wire_bytes_per_iteration']:16.0f}  {r['ratio']:5.2f}")
+    lines.append(head + f"{r['ms_per_iteration']:7.0f} | {r['exchange_bytes_per_iteration']:9d}  "
+                 f"{r['wire_bytes_per_iteration']:9.0f}  {r['ratio']:5.2f} | "
+                 f"{r['logging_bytes_per_iteration']:8.0f}  {r['ratio_without_logging']:13.3f}")
   return "\n".join(lines)
 
 
@@ -191,6 +218,11 @@ def main(argv=None):
             for row in new:
               if "refused" in row:
                 refused[compression] = row["refused"]
+              if "failed" in row:  # a bug, or a signal the launcher passed on: stop here
+                with open(args["out"], "w") as f:
+                  json.dump({"args": args, "rows": rows}, f, indent=1)
+                raise SystemExit(f"error: {row['link']} N={workers} {exchange} {compression} "
+                                 f"failed; its last output:\n{row['failed']}")
               done = (f"{row['ms_per_iteration']:.0f} ms/it, ratio {row['ratio']:.2f}"
                       if row.get("ms_per_iteration") else row.get("refused") or "FAILED")
               print(f"{row['link']} N={workers} {exchange} {compression}: {done}", flush=True)
