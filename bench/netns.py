@@ -200,7 +200,7 @@ def main(argv=None):
   runs = ([("loopback",)] if "loopback" in links else []) + \
       ([tuple(l for l in links if l != "loopback")] if set(links) - {"loopback"} else [])
   scratch = tempfile.mkdtemp(prefix="bench-netns-")
-  rows, refused = [], {}
+  rows, refused, keep = [], {}, None
   t_start = time.time()
   try:
     for compression in args["compression"].split(","):
@@ -221,8 +221,10 @@ def main(argv=None):
               if "failed" in row:  # a bug, or a signal the launcher passed on: stop here
                 with open(args["out"], "w") as f:
                   json.dump({"args": args, "rows": rows}, f, indent=1)
+                keep = scratch
                 raise SystemExit(f"error: {row['link']} N={workers} {exchange} {compression} "
-                                 f"failed; its last output:\n{row['failed']}")
+                                 f"failed; its last output:\n{row['failed']}\n(all of it in "
+                                 f"{scratch})")
               done = (f"{row['ms_per_iteration']:.0f} ms/it, ratio {row['ratio']:.2f}"
                       if row.get("ms_per_iteration") else row.get("refused") or "FAILED")
               print(f"{row['link']} N={workers} {exchange} {compression}: {done}", flush=True)
@@ -231,7 +233,8 @@ def main(argv=None):
             with open(args["out"], "w") as f:
               json.dump({"args": args, "rows": rows}, f, indent=1)
   finally:
-    shutil.rmtree(scratch, ignore_errors=True)
+    if keep is None:
+      shutil.rmtree(scratch, ignore_errors=True)
   print(table(rows))
   print(f"{time.time() - t_start:.0f} s; wrote {args['out']}")
 
