@@ -22,6 +22,9 @@ Reported per setting:
   ms/it      median over that link's log windows of the chief's own iteration time (log.jsonl's
              iterations_per_second over --log_every iterations). Each window holds one logging
              collective (the disagreement statistics), as every logged run does.
+  x unlim    paired: each window's ms/it over the unlimited window of the same cycle (a few
+             seconds apart), the median over cycles; the loopback run is a run of its own, so it
+             has none: compare it only through ms/it, across runs, under the same load
   exch B/it  bytes per iteration one worker hands to its collectives, as the exchange counts
              them (run.json's exchange_bytes_per_iteration, the chief's; a ring is symmetric)
   wire B/it  bytes per iteration and worker that left the workers' interfaces (eth0 tx, mean
@@ -130,12 +133,14 @@ def run_once(links, workers, exchange, compression, args, scratch):
   sent = record["exchange_bytes_per_iteration"]["sent"]
   snapped = {row["iteration"]: row for row, _, _ in watch.samples}
   rows = []
+  by_cycle = {}  # (link, cycle) -> ms/it of that window
   for link in links:
     ms, iterations, wire = [], 0, 0
     for w, phase in enumerate(plan, start=1):
       if phase != link or w * every not in snapped or (w - 1) * every not in snapped:
         continue
       ms.append(1000 / snapped[w * every]["iterations_per_second"])
+      by_cycle[link, (w - 1 - args["warmup"]) // len(links)] = ms[-1]
       n, tx, _ = watch.between((w - 1) * every, w * every)
       iterations += n
       wire += sum(tx) / len(tx) if not loopback else tx[0] / workers  # lo: every worker's tx
@@ -149,22 +154,29 @@ def run_once(links, workers, exchange, compression, args, scratch):
                      if sent and per_worker else None,
                      measured_iterations=iterations, run_wall_seconds=wall,
                      run_iterations=every * len(plan), trace_seconds=record.get("trace_seconds")))
+  for row in rows:  # paired: each window against the unlimited window of its own cycle
+    pairs = [by_cycle[row["link"], c] / by_cycle["unlimited", c] for c in range(args["cycles"])
+             if (row["link"], c) in by_cycle and ("unlimited", c) in by_cycle]
+    row["x_unlimited"] = statistics.median(pairs) if pairs and not loopback else None
+    row["x_unlimited_cycles"] = pairs
   shutil.rmtree(workdir, ignore_errors=True)
   return rows
 
 
 def table(rows):
-  lines = ["  link       N exchange  compression |   ms/it | exch B/it  wire B/it  ratio | log B/it  "
-           "ratio w/o log",
-           "  ------------------------------------+---------+----------------------------+---------"
-           "--------------"]
+  lines = ["  link       N exchange  compression |   ms/it  x unlim | exch B/it  wire B/it  ratio | "
+           "log B/it  ratio w/o log",
+           "  ------------------------------------+------------------+----------------------------+-"
+           "----------------------"]
   for r in rows:
     head = f"  {r['link']:<9} {r['workers']:2d} {r['exchange']:<9} {r['compression']:<11} | "
     if not r.get("ms_per_iteration"):
       why = r.get("refused") or "failed (see the JSON)"
-      lines.append(head + f"{'-':>7} | {why[:90]}")
+      lines.append(head + f"{'-':>7}  {'':>7} | {why[:90]}")
       continue
-    lines.append(head + f"{r['ms_per_iteration']:7.0f} | {r['exchange_bytes_per_iteration']:9d}  "
+    paired = "" if r.get("x_unlimited") is None else f"{r['x_unlimited']:.2f}"
+    lines.append(head + f"{r['ms_per_iteration']:7.0f}  {paired:>7} | "
+                 f"{r['exchange_bytes_per_iteration']:9d}  "
                  f"{r['wire_bytes_per_iteration']:9.0f}  {r['ratio']:5.2f} | "
                  f"{r['logging_bytes_per_iteration']:8.0f}  {r['ratio_without_logging']:13.3f}")
   return "\n".join(lines)
@@ -172,7 +184,7 @@ def table(rows):
 
 def _parse(argv):
   args = {"workers": "2,4", "links": ",".join(LINKS), "exchanges": "neighbors",
-          "compression": "none,quantize4", "log_every": "5", "warmup": "2", "cycles": "3",
+          "compression": "none,quantize4", "log_every": "5", "warmup": "2", "cycles": "5",
           "out": "bench/netns.json"}
   for a in argv:
     key, _, value = a.lstrip("-").partition("=")
