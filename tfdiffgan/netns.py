@@ -2,7 +2,8 @@
 
   with netns.Hosts(2, rate="100mbit") as hosts:
     hosts.addresses        # ['10.77.12.1', '10.77.12.2']: each worker's own address
-    hosts.prefix(0)        # ['ip', 'netns', 'exec', 'tfdg1234h0']: run a command on host 0
+    hosts.prefix(0)        # ['ip', 'netns', 'exec', 'tfdg1234x56h0']: run a command on host 0
+    hosts.launch(["bin/train", ...])  # bin/launch's launcher, worker i on host i
     hosts.counters()       # [{'tx_bytes': ..., 'rx_bytes': ...}, ...]: each host's link
 
 Why: bin/launch runs its workers over loopback, where bytes cost nothing, so it cannot show what
@@ -319,18 +320,6 @@ class Hosts:
     goes on (as ``ip netns exec NS cat /sys/class/net/eth0/statistics/tx_bytes`` would say)."""
     return [_dev_counters(p.pid, self.interface) for p in self._sentinels]
 
-  def qdisc_drops(self):
-    """Packets the rate limit dropped, summed over every limited device (0 when unlimited)."""
-    total = 0
-    for namespace, device in self._links():
-      raw = _run("tc", "-n", namespace, "-s", "-j", "qdisc", "show", "dev", device,
-                 check=False).stdout
-      try:
-        total += sum(int(q.get("drops", 0)) for q in json.loads(raw or "[]"))
-      except ValueError:
-        pass
-    return total
-
 
 class CountersAtRows:
   """Snapshots the hosts' counters each time a JSON-lines file (a run's log.jsonl) gains a row,
@@ -354,6 +343,7 @@ class CountersAtRows:
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._poll, daemon=True)
     self._offset, self._partial, self._t0 = 0, "", None
+    self._error = None
 
   def __enter__(self):
     self._t0 = time.perf_counter()
@@ -363,7 +353,8 @@ class CountersAtRows:
   def __exit__(self, *exc):
     self._stop.set()
     self._thread.join()
-    self._read()  # rows that came after the last poll: no counters for them (taken too late)
+    if self._error is not None and exc[0] is None:
+      raise self._error
     return False
 
   def _read(self):
@@ -385,15 +376,18 @@ class CountersAtRows:
       os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -10)
     except OSError:
       pass
-    while not self._stop.is_set():
-      rows = self._read()
-      if rows:
-        counters = self.hosts.counters()
-        now = time.perf_counter() - self._t0
-        self.samples += [(row, now, counters) for row in rows]
-        if self.on_row is not None:  # e.g. a new rate for the next window, after the snapshot
-          self.on_row(rows[-1])
-      self._stop.wait(self.interval)
+    try:
+      while not self._stop.is_set():
+        rows = self._read()
+        if rows:
+          counters = self.hosts.counters()
+          now = time.perf_counter() - self._t0
+          self.samples += [(row, now, counters) for row in rows]
+          if self.on_row is not None:  # e.g. the next window's rate, after the snapshot
+            self.on_row(rows[-1])
+        self._stop.wait(self.interval)
+    except Exception as e:  # pylint: disable=broad-except  (raised again by __exit__)
+      self._error = e
 
   def between(self, first, last):
     """(iterations, [per-host tx bytes], [per-host rx bytes]) between the rows of iterations
