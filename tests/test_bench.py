@@ -176,3 +176,22 @@ def test_tuning_table_reads_a_finished_run(tmp_path):
   assert (r["fid"], r["fid_raw"], r["weakest_main"], r["weakest_check"]) == (8.0, 7.0, 0.055, 0.065)
   line = tuning.table([r]).splitlines()[-1]
   assert "| 0.375/0.5 +std |" in line and "| 9.0 min |" in line and "5.5% / 6.5%" in line
+
+
+def test_netns_bench_plan_and_clusters():
+  """bench.netns's window plan and the simulated hosts' clusters, without making namespaces:
+  worker i on host i at the host's own address, or every worker on one host's loopback."""
+  from bench import netns as bench_netns
+  from tfdiffgan import netns
+  assert bench_netns.phases(("unlimited", "100mbit"), 2, 2) == [
+      None, None, "unlimited", "100mbit", "unlimited", "100mbit", None]
+  hosts = netns.Hosts(2, rate="100mbit", subnet=9)
+  assert [json.loads(c)["cluster"]["worker"] for c in hosts.tf_configs()] == [
+      ["10.77.9.1:23456", "10.77.9.2:23456"]] * 2
+  assert hosts.prefix(1) == ["ip", "netns", "exec", hosts.names[1]]
+  assert json.loads(netns.Hosts(1).tf_configs(workers=3)[2]) == {
+      "cluster": {"worker": ["127.0.0.1:23456", "127.0.0.1:23457", "127.0.0.1:23458"]},
+      "task": {"type": "worker", "index": 2}}
+  assert netns.rate_bits("1gbit") == 1e9 and netns.burst_bytes("100mbit") == 128 * 1024
+  with pytest.raises(netns.NetnsError):
+    netns.Hosts(2, rate="fast")

@@ -5,6 +5,7 @@ a relaunch resumes exactly, and bin/launch fails fast on a bad flag.
 Worker processes are started through bin/launch (loopback ports from binding port 0)."""
 
 import glob
+import io
 import json
 import os
 import re
@@ -275,6 +276,19 @@ def test_launch_refuses_a_bad_invocation():
   assert launch.main(["--workers=0", "--", "true"]) == 2
   assert launch.main(["--bogus", "--", "true"]) == 2
   assert launch.main(["--workers=2", "--", "true"]) == 0
+
+
+def test_launch_gives_each_worker_its_prefix_and_tf_config():
+  """Per-worker TF_CONFIGs and command prefixes (how tfdiffgan/netns.py puts worker i on a
+  simulated host: ``ip netns exec NS_i``): worker i runs PREFIX_i COMMAND with TF_CONFIG_i."""
+  out = io.StringIO()
+  code = launch.launch(2, ["sh", "-c", 'echo "$HOST $TF_CONFIG"'], out=out,
+                       configs=["config-0", "config-1"],
+                       prefixes=[["env", "HOST=a"], ["env", "HOST=b"]])
+  assert code == 0
+  assert sorted(out.getvalue().splitlines()) == ["[w1] b config-1", "a config-0"]
+  with pytest.raises(launch.LaunchError, match="2 workers but 1 TF_CONFIG"):
+    launch.launch(2, ["true"], configs=["only-one"])
 
 
 def test_tf_configs_name_distinct_free_ports():

@@ -67,20 +67,30 @@ def _pump(stream, prefix, out):
   stream.close()
 
 
-def launch(num_workers, command, env=None, out=None):
-  """Starts the workers, relays their output, returns the exit code (0 when all succeed)."""
+def launch(num_workers, command, env=None, out=None, configs=None, prefixes=None):
+  """Starts the workers, relays their output, returns the exit code (0 when all succeed).
+
+  configs: one TF_CONFIG per worker (default: a loopback cluster, ``tf_configs``); prefixes: one
+  command prefix per worker, e.g. ``ip netns exec NS`` to run it on a simulated host
+  (tfdiffgan/netns.py), whose address its TF_CONFIG then names.
+  """
   if num_workers < 1:
     raise LaunchError(f"--workers={num_workers}: need at least one worker.")
   if not command:
     raise LaunchError("no command to launch: bin/launch --workers=N -- bin/train --config=... "
                       "--workdir=... --config.train.strategy=multiworker")
+  configs = list(configs) if configs is not None else tf_configs(num_workers)
+  prefixes = list(prefixes) if prefixes is not None else [[]] * num_workers
+  if len(configs) != num_workers or len(prefixes) != num_workers:
+    raise LaunchError(f"{num_workers} workers but {len(configs)} TF_CONFIG(s) and "
+                      f"{len(prefixes)} command prefix(es).")
   out = out or sys.stdout
   cmd = child_command(command)
   procs, pumps = [], []
-  for i, tf_config in enumerate(tf_configs(num_workers)):
+  for i, (tf_config, prefix) in enumerate(zip(configs, prefixes)):
     child_env = dict(os.environ if env is None else env, TF_CONFIG=tf_config,
                      PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(cmd, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    p = subprocess.Popen([*prefix, *cmd], env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, bufsize=1, start_new_session=True)
     procs.append(p)
     t = threading.Thread(target=_pump, args=(p.stdout, "" if i == 0 else f"[w{i}] ", out),
