@@ -51,8 +51,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINKS = ("loopback", "unlimited", "1gbit", "100mbit")
-COMPRESSION = {"none": [], "quantize4": ["--config.compression.kind=quantize",
-                                         "--config.compression.bits=4"]}
+COMPRESSION = {"none": [],
+               **{f"quantize{b}": ["--config.compression.kind=quantize",
+                                   f"--config.compression.bits={b}"] for b in (2, 4, 8)}}
 
 
 def train_command(workdir, workers, exchange, compression, iters, log_every):
