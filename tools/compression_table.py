@@ -96,8 +96,8 @@ def figure(summaries, path):
     ax.scatter(x, np.mean(s["fid_averaged"]), color=f"C{i}",
                label=f"{s['compression']}, seed {s['seed']}")
     ax.scatter(x, np.mean(s["fid_raw"]), facecolors="none", edgecolors=f"C{i}")
-  ax.set(xscale="log", xlabel="MB sent by the network per iteration (all messages)",
-         ylabel="final FID, mean over agents (filled: averaged; hollow: raw)",
+  ax.set(xscale="log", yscale="log", xlabel="MB sent by the network per iteration (all messages)",
+         ylabel="final FID, agents' mean\n(filled: averaged G; hollow: raw)",
          title="compressed diffusion: quality against communication (main job)")
   ax.legend(fontsize=7)
   fig.tight_layout()
