@@ -35,6 +35,21 @@ def _compression_name(c):
   return "none (float32)" if kind == "none" else kind
 
 
+def _float32_bytes(config):
+  """What one agent sends per iteration uncompressed: every combined variable of D (n_d rounds)
+  and of G (n_g rounds), BatchNorm statistics included, as float32 (the models rebuilt from the
+  run's config, as bin/train builds them)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from tfdiffgan import models  # pylint: disable=g-import-not-at-top
+  from tfdiffgan.run import build  # pylint: disable=g-import-not-at-top
+  c = ml_collections.ConfigDict(config)
+  g = build.make_generator(c, 0)
+  d = models.make_discriminator(build.discriminator_width(c), minibatch_std=c.model.minibatch_std,
+                                pack=c.model.pack)
+  size = lambda m: sum(int(np.prod(v.shape)) for v in models.combined_variables(m))
+  return 4 * (c.train.n_d * size(d) + c.train.n_g * size(g))
+
+
 def summarize(run_dir):
   """The few numbers of one finished run that the table needs."""
   load = lambda name: json.load(open(os.path.join(run_dir, name)))
@@ -42,10 +57,8 @@ def summarize(run_dir):
   A = np.asarray(record["combination_matrix"])
   rounds = config["train"]["n_d"] + config["train"]["n_g"]
   messages = rounds * int(np.count_nonzero(A - np.diag(np.diag(A))))   # per iteration
-  params_per_message = record["parameters_sent_per_iteration"] / messages
-  payload = record["exchange_bytes_per_iteration"].get("payload_per_agent")
-  if payload is None:                         # none: every weight and statistic as float32
-    payload = 4 * params_per_message * rounds
+  float32 = _float32_bytes(config)
+  payload = record["exchange_bytes_per_iteration"].get("payload_per_agent") or float32
   agents, raw = metrics["agents"], metrics.get("raw", {}).get("agents", [])
   return {
       "run": os.path.basename(os.path.normpath(run_dir)),
@@ -53,7 +66,7 @@ def summarize(run_dir):
       "seed": config["seed"], "iterations": record["iterations"],
       "bytes_per_agent_per_iteration": payload,
       "network_bytes_per_iteration": payload / rounds * messages,
-      "float32_bytes_per_agent_per_iteration": 4 * params_per_message * rounds,
+      "float32_bytes_per_agent_per_iteration": float32,
       "fid_averaged": [a["fid"] for a in agents], "fid_raw": [a["fid"] for a in raw],
       "robust_coverage": [a["robust_coverage"] for a in agents],
       "weakest_main": min(a["weakest_class_share"] for a in agents),
