@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from bench import parse_flags
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -113,19 +115,13 @@ def run_setting(K, graph, workers, exchange, args):
 
 
 def _parse(argv):
-  args = {"K": "4,8", "graphs": "ring,complete", "workers": "1,2,4",
-          "exchanges": "allgather,neighbors", "width": "0.25", "iters": "10", "n_d": "5",
-          "batch": "64", "out": "bench/exchange.json", "worker": False}
-  for a in argv:
-    if a == "--worker":
-      args["worker"] = True
-      continue
-    key, _, value = a.lstrip("-").partition("=")
-    if key not in args:
-      raise SystemExit(f"error: unknown flag {a}; flags: {sorted(args)}")
-    args[key] = value
-  for key in ("iters", "n_d", "batch"):
-    args[key] = int(args[key])
+  worker = "--worker" in argv  # this process is one worker of a setting (no value)
+  args = parse_flags([a for a in argv if a != "--worker"],
+                     {"K": "4,8", "graphs": "ring,complete", "workers": "1,2,4",
+                      "exchanges": "allgather,neighbors", "width": "0.25", "iters": "10",
+                      "n_d": "5", "batch": "64", "out": "bench/exchange.json"},
+                     ints=("iters", "n_d", "batch"))
+  args["worker"] = worker
   args["width"] = float(args["width"])
   return args
 

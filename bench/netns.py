@@ -49,6 +49,8 @@ import sys
 import tempfile
 import time
 
+from bench import parse_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINKS = ("loopback", "unlimited", "1gbit", "100mbit")
 COMPRESSION = {"none": [],
@@ -187,16 +189,10 @@ def table(rows):
 
 
 def _parse(argv):
-  args = {"workers": "2,4", "links": ",".join(LINKS), "exchanges": "neighbors",
-          "compression": "none,quantize4", "log_every": "5", "warmup": "2", "cycles": "5",
-          "out": "bench/netns.json"}
-  for a in argv:
-    key, _, value = a.lstrip("-").partition("=")
-    if key not in args:
-      raise SystemExit(f"error: unknown flag {a}; flags: {sorted(args)}")
-    args[key] = value
-  for key in ("log_every", "warmup", "cycles"):
-    args[key] = int(args[key])
+  args = parse_flags(argv, {"workers": "2,4", "links": ",".join(LINKS), "exchanges": "neighbors",
+                            "compression": "none,quantize4", "log_every": "5", "warmup": "2",
+                            "cycles": "5", "out": "bench/netns.json"},
+                     ints=("log_every", "warmup", "cycles"))
   if args["warmup"] < 1 or args["cycles"] < 1 or args["log_every"] < 1:
     raise SystemExit("error: --warmup, --cycles and --log_every must be positive")
   if any(int(n) not in (2, 4) for n in args["workers"].split(",")):
