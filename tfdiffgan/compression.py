@@ -151,11 +151,6 @@ class RandK(TopK):
     value, P = payload["value"], payload["P"]
     return self._scatter(self._index(seeds, value.shape[0], P), value, P)
 
-  def roundtrip(self, x, seeds):  # one draw of the indices serves both ends
-    L, P = x.shape
-    index = self._index(seeds, L, P)
-    return self._scatter(index, tf.gather(x, index, batch_dims=1) * (P / self.keep(P)), P)
-
   def row_bytes(self, P):
     return 4 * self.keep(P)
 
