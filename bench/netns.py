@@ -32,8 +32,9 @@ Reported per setting:
              a thread as each log row appears: TCP/IP headers, gRPC framing and the small
              per-iteration sync gather included, and once per window the logging collective
   ratio      wire / exch
-  log B/it   what the logging collective adds to wire B/it (computed: 8 (N - 1) (3 + L + P_D +
-             P_G) / log_every, float64 whatever the compression), and the ratio without it:
+  log B/it   what the logging collectives add to wire B/it (computed, ``logging_bytes``: the
+             centroid's float32 all-reduce, 8 (N - 1) (P_D + P_G) / N bytes, and the row's small
+             gather, over log_every; whatever the compression), and the ratio without it:
              (wire - log) / exch, the wire's overhead on the exchange itself (framing, headers:
              veth and lo count GSO segments of up to 64 KiB, one header each)
 On 2 cores the N processes share the CPU with each other (and with whatever else runs: see the
@@ -72,18 +73,20 @@ def train_command(workdir, workers, exchange, compression, iters, log_every):
 
 @functools.lru_cache(maxsize=None)
 def logging_bytes(workers, log_every):
-  """Bytes per iteration one worker sends in the run's logging collective: at each log row an
-  all-gather (a ring: N - 1 blocks forwarded) of 1 + L + 2 + P_D + P_G float64 (stop flag,
-  finiteness flags, the disagreement's scatters and means of the trainable weights,
-  tfdiffgan/run/sync.py), spread over the log_every iterations of a window."""
+  """Bytes per iteration one worker sends in the logging collectives (tfdiffgan/run/sync.py),
+  spread over the log_every iterations of a window: at each log row a ring all-reduce of the
+  P_D + P_G trainable weights as float32 (the centroid: 2 (N - 1) / N of it per worker), then the
+  row's all-gather (a ring: N - 1 blocks forwarded) of 1 + L + 2 float64 (stop flag, finiteness
+  flags, the two scatters about the centroid)."""
   from tfdiffgan import models  # pylint: disable=g-import-not-at-top
   from configs import mnist_noniid  # pylint: disable=g-import-not-at-top
   c = mnist_noniid.get_config()
   count = lambda m: sum(int(v.shape.num_elements()) for v in m.trainable_variables)
   params = (count(models.make_generator(c.model.latent_dim, c.model.width)) +
             count(models.make_discriminator(c.model.d_width or c.model.width)))
-  numbers = 1 + 4 // workers + 2 + params
-  return 8 * numbers * (workers - 1) / log_every
+  centroid = 4 * params * 2 * (workers - 1) / workers
+  row = 8 * (1 + 4 // workers + 2) * (workers - 1)
+  return (centroid + row) / log_every
 
 
 def _refusal(text):

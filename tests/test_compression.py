@@ -87,7 +87,8 @@ def test_bytes_per_row():
   P = 10_000
   assert compression.Identity().row_bytes(P) == 4 * P
   assert compression.Quantize(4, 256).row_bytes(P) == P // 2 + 4 * 40
-  assert compression.Quantize(1, 0).row_bytes(P) == 1250 + 4
+  assert compression.Quantize(1, 0).row_bytes(P) == 4 * 313 + 4     # 32 levels a word
+  assert compression.Quantize(3, 0).row_bytes(P) == 4 * (625 + 313) + 4  # 2 + 1 bits
   assert compression.TopK(0.01).row_bytes(P) == 8 * 100
   assert compression.RandK(0.01).row_bytes(P) == 4 * 100
 
@@ -217,16 +218,19 @@ def test_a_receiver_rebuilds_the_increment_from_the_payload_and_the_seeds():
   assert set(compression.RandK(0.05).compress(x, seeds)) == {"value", "P"}
 
 
-@pytest.mark.parametrize("bits", [1, 3, 4, 7, 8, 16])
-def test_the_wire_packs_b_bit_levels_and_unpacks_them_exactly(bits):
+@pytest.mark.parametrize("bits,words", [(1, 11), (2, 21), (3, 21 + 11), (4, 42), (5, 42 + 11),
+                                        (7, 42 + 21 + 11), (8, 84), (16, 167)])
+def test_the_wire_packs_b_bit_levels_and_unpacks_them_exactly(bits, words):
   x = tf.constant(np.random.default_rng(bits).normal(size=(2, 333)).astype(np.float32))
   seeds = tf.constant([[1, 2], [3, 4]], tf.int64)
   q = compression.Quantize(bits, 64)
   payload = q.compress(x, seeds)
   wire = compression.to_wire(q, payload)
   # one int32 row per agent: a float32 scale per block of 64, then the b-bit levels in words
-  assert wire.dtype == tf.int32 and wire.shape == (2, 6 + -(-333 * bits // 32))
-  assert compression.wire_bytes(q, 333) == 4 * wire.shape[1]
+  # (32 // b to a word when b divides 32; 3 bits as a 2-bit and a 1-bit field: 21 + 11 words)
+  assert wire.dtype == tf.int32 and wire.shape == (2, 6 + words)
+  assert q.row_bytes(333) == 4 * wire.shape[1]
+  assert payload["levels"].numpy().max() == 2 ** bits - 1  # the top bit is used
   back = compression.from_wire(q, wire, 333)
   np.testing.assert_array_equal(q.decompress(back, seeds).numpy(),
                                 q.decompress(payload, seeds).numpy())
@@ -269,13 +273,13 @@ def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, 
                                         compression.RandK(0.05), compression.Quantize(4, 0)])
 def test_every_payload_crosses_the_wire_as_one_int32_row_per_agent(compressor):
   """to_wire gives the one block an exchange moves; from_wire gives back what decompresses to
-  the same increment, and wire_bytes is its size (rand-k: values only, top-k: index and value)."""
+  the same increment, and row_bytes is its size (rand-k: values only, top-k: index and value)."""
   x = tf.constant(np.random.default_rng(4).normal(size=(3, 300)).astype(np.float32))
   seeds = tf.constant([[1, 9], [2, 9], [3, 9]], tf.int64)
   payload = compressor.compress(x, seeds)
   wire = compression.to_wire(compressor, payload)
   assert wire.dtype == tf.int32 and wire.shape[0] == 3
-  assert compression.wire_bytes(compressor, 300) == 4 * wire.shape[1]
+  assert compressor.row_bytes(300) == 4 * wire.shape[1]
   np.testing.assert_array_equal(
       compressor.decompress(compression.from_wire(compressor, wire, 300), seeds).numpy(),
       compressor.decompress(payload, seeds).numpy())

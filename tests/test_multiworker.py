@@ -103,7 +103,8 @@ def test_exchanges_equal_numpy_with_nonsymmetric_matrix(tmp_path):
 def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
   """K = 4, non-symmetric A: one process; mirrored over 2 replicas; 2 worker processes with
   allgather; 2 and 4 worker processes with neighbors: the same weights (generator averages
-  included, step size decaying) to 1e-5."""
+  included, step size decaying) to 1e-5, and the same logged disagreement (across workers it is
+  computed from an all-reduced centroid and per-worker scatters: tfdiffgan/run/sync.py)."""
   matrix = _matrix_file(tmp_path)
   c = tiny_config(idx_dir, **{"num_agents": 4, "data.partition": "iid", "topology.rule": "file",
                               "topology.matrix_file": matrix, "model.latent_dim": 16,
@@ -113,6 +114,9 @@ def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
   reference_dir = str(tmp_path / "default")
   run_lib.Run(c, reference_dir).train()
   reference = _agent_weights(reference_dir)
+  last_row = lambda workdir: json.loads(open(os.path.join(workdir, "log.jsonl")).readlines()[-1])
+  spread = [last_row(reference_dir)[f"disagreement_{n}"] for n in ("discriminator", "generator")]
+  assert min(spread) > 0
   assert len(reference) > 40 and any(k.startswith("ema_generators/") for k in reference)
   runs = {"mirrored2": (1, ["--config.train.strategy=mirrored", "--config.train.replicas=2"]),
           "allgather2": (2, ["--config.train.strategy=multiworker",
@@ -131,6 +135,8 @@ def test_every_placement_trains_the_same_network(tmp_path, idx_dir):
     got = _agent_weights(workdir)
     assert set(got) == set(reference), name
     worst[name] = max(float(np.max(np.abs(got[k] - reference[k]))) for k in reference)
+    assert [last_row(workdir)[f"disagreement_{n}"] for n in ("discriminator", "generator")] == \
+        pytest.approx(spread, rel=1e-3), name
     if workers > 1:
       # the run did spread the agents as asked and combined over the wire with the exchange
       # named in its flags (not a silent fallback), which carried bytes

@@ -20,8 +20,8 @@ needs_netns = pytest.mark.skipif(not ALLOWED, reason=f"no network namespaces her
 
 ITERATIONS, LOG_EVERY = 14, 4  # rows at 4, 8, 12, 14: the link is read over iterations 4 -> 12
 # Link bytes over what the exchange counts, iterations 4 -> 12 (2 workers, ring, tiny model):
-# measured 1.23-1.24. Expected 1.22: the logging collective at rows 8 and 12 (P_D + P_G float64
-# numbers each, 0.22 of the exchange here), plus gRPC framing (TCP/IP headers hardly show: veth
+# measured 1.11. Expected 1.11: the logging collectives at rows 8 and 12 (the centroid's float32
+# all-reduce, P_D + P_G numbers each with 2 workers, 0.11 of the exchange here), plus gRPC framing (TCP/IP headers hardly show: veth
 # counts GSO segments of up to 64 KiB). The bound leaves room for a snapshot late by one
 # iteration (1/8). An exchange that moved float32 while counting a 4-bit payload would read ~8;
 # one whose bytes bypassed the link (loopback) below 1.

@@ -24,15 +24,16 @@ def test_a_worker_whose_replica_is_not_its_task_index_is_refused():
   build.check_replica_id(build.Cluster(tf.distribute.get_strategy(), 2, 0))
 
 
-def test_disagreement_from_per_worker_statistics_equals_the_direct_one():
-  """The sync point's disagreement (each worker's mean and scatter, parallel-axis theorem)
-  equals (1/K) sum_k ||w_k - w_c||^2 over all agents."""
-  W = np.random.default_rng(0).normal(size=(6, 11))
+def test_disagreement_from_per_worker_scatters_about_a_float32_centroid_is_the_direct_one():
+  """The sync point's disagreement (each worker's scatter about the all-reduced centroid, sent
+  as float32) equals (1/K) sum_k ||w_k - w_c||^2 over all agents, to float64 precision: the
+  centroid's rounding adds only K ||e||^2. A centre off by more than rounding is visible."""
+  W = 0.05 + np.random.default_rng(0).normal(scale=1e-4, size=(6, 1000))
   direct = np.mean(np.sum((W - W.mean(axis=0)) ** 2, axis=1))
-  means, scatters = zip(*(sync_lib._scatter(W[w * 2:(w + 1) * 2]) for w in range(3)))
-  assert sync_lib._disagreement(means, scatters, 2) == pytest.approx(direct, rel=1e-12)
-  assert sync_lib._disagreement(means[:1], scatters[:1], 2) == pytest.approx(
-      np.sum((W[:2] - W[:2].mean(axis=0)) ** 2) / 2, rel=1e-12)
+  centre = W.sum(axis=0).astype(np.float32).astype(np.float64) / 6
+  shares = [sync_lib.scatter_about(W[w * 2:(w + 1) * 2], centre) for w in range(3)]
+  assert sum(shares) / 6 == pytest.approx(direct, rel=1e-9)
+  assert sync_lib.scatter_about(W, W.mean(axis=0) + 1e-5) / 6 != pytest.approx(direct, rel=1e-3)
 
 
 @pytest.mark.e2e

@@ -13,17 +13,18 @@ workers'). ``none`` never builds any of this: the step runs today's ATC code pat
 A compressor works on a flat float32 tensor x [L, P], one row per agent, with one stateless seed
 [2] per row (agent k's ``seeds.quantizer`` and the round): ``compress(x, seeds)`` is what is sent,
 ``decompress(payload, seeds)`` what every receiver rebuilds (with the same seeds),
-``row_bytes(P)`` the bytes one row costs on a wire that packs it (b-bit integers packed, float32
-scales and values, int32 indices):
+``row_bytes(P)`` the bytes one row costs on the wire (``to_wire``: b-bit integers packed into
+int32 words, float32 scales and values, int32 indices):
 
   none, identity  4 P                       (identity: the lossless compressor of the tests)
-  quantize        ceil(b P / 8) + 4 ceil(P / block)    (block = 0: one scale per row)
+  quantize        4 words(P, b) + 4 ceil(P / block)  (b P / 8 to within 4 b bytes; block = 0:
+                                                      one scale per row)
   topk            8 k,  k = ceil(fraction P)  (a float32 value and an int32 index each)
   randk           4 k,  k = ceil(fraction P)  (the indices follow from the shared seed)
 
 In one replica the payload is held unpacked (an integer per level, not b bits); the bytes above
 are what ``traffic["payload_per_agent"]`` counts. Between workers ``to_wire`` packs it into one
-int32 row per agent (b-bit levels in whole words) that every exchange moves as it moves phi
+int32 row per agent (row_bytes / 4 words) that every exchange moves as it moves phi
 (``exchange.gather_rows``): in-process replicas (mirrored) and worker processes (multiworker,
 allgather or neighbors) alike, so the exchange's byte counters count the payload itself.
 """
@@ -101,7 +102,7 @@ class Quantize(Identity):
 
   def row_bytes(self, P):
     B = self.block or P
-    return -(-self.bits * P // 8) + 4 * -(-P // B)
+    return 4 * (words(P, self.bits) + -(-P // B))
 
 
 class TopK(Identity):
@@ -155,28 +156,48 @@ class RandK(TopK):
     return 4 * self.keep(P)
 
 
+def _fields(bits):
+  """b = 3, 5, 6, 7 as a sum of powers of two (2 + 1, 4 + 1, ...), each with its bit offset in
+  the level: every field has a width that divides 32, so a word holds a whole number of them."""
+  widths = [1 << i for i in range(5) if bits >> i & 1]
+  return list(zip(widths, [sum(widths[:i]) for i in range(len(widths))]))
+
+
+def words(P, bits):
+  """int32 words of P b-bit levels on the wire (pack_bits): ceil(b P / 32) to within one word
+  per field of b."""
+  return sum(-(-P // (32 // width)) for width, _ in _fields(bits))
+
+
 def pack_bits(levels, bits):
-  """[L, P] integers < 2^bits -> [L, ceil(bits P / 32)] int32 words, bits per level."""
+  """[L, P] integers < 2^bits -> [L, words(P, bits)] int32.
+
+  Each field of b (``_fields``: bits 0-1 and bit 2 of a 3-bit level, say) is packed alone, k =
+  32 // width fields to a word, field j of a word at bit width j: one shift and one sum over an
+  axis of k, with no stream of b P single bits. A sum of distinct powers of two is their OR."""
   L, P = levels.shape
   x = tf.cast(levels, tf.int64)
-  stream = tf.reshape(tf.bitwise.bitwise_and(
-      tf.bitwise.right_shift(x[..., None], tf.range(bits, dtype=tf.int64)), 1), [L, P * bits])
-  words = -(-P * bits // 32)
-  stream = tf.pad(stream, [[0, 0], [0, words * 32 - P * bits]])
-  packed = tf.reduce_sum(tf.bitwise.left_shift(tf.reshape(stream, [L, words, 32]),
-                                               tf.range(32, dtype=tf.int64)), axis=-1)
-  return tf.cast(tf.bitcast(tf.cast(packed, tf.uint32), tf.int32), tf.int32)
+  packed = []
+  for width, offset in _fields(bits):
+    k = 32 // width
+    field = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x, offset), 2 ** width - 1)
+    field = tf.reshape(tf.pad(field, [[0, 0], [0, -(-P // k) * k - P]]), [L, -1, k])
+    packed.append(tf.reduce_sum(tf.bitwise.left_shift(
+        field, width * tf.range(k, dtype=tf.int64)), -1))
+  return tf.bitcast(tf.cast(tf.concat(packed, axis=1), tf.uint32), tf.int32)
 
 
-def unpack_bits(words, bits, P):
-  """Inverse of pack_bits: [L, W] int32 -> [L, P] int32 levels."""
-  L, W = words.shape
-  x = tf.cast(tf.bitcast(words, tf.uint32), tf.int64)
-  stream = tf.bitwise.bitwise_and(tf.bitwise.right_shift(x[..., None],
-                                                         tf.range(32, dtype=tf.int64)), 1)
-  stream = tf.reshape(stream, [L, W * 32])[:, :P * bits]
-  levels = tf.reduce_sum(tf.bitwise.left_shift(tf.reshape(stream, [L, P, bits]),
-                                               tf.range(bits, dtype=tf.int64)), axis=-1)
+def unpack_bits(packed, bits, P):
+  """Inverse of pack_bits: [L, words(P, bits)] int32 -> [L, P] int32 levels."""
+  L = packed.shape[0]
+  x = tf.cast(tf.bitcast(packed, tf.uint32), tf.int64)
+  levels, at = 0, 0
+  for width, offset in _fields(bits):
+    k, n = 32 // width, -(-P // (32 // width))
+    field = tf.bitwise.bitwise_and(tf.bitwise.right_shift(
+        x[:, at:at + n, None], width * tf.range(k, dtype=tf.int64)), 2 ** width - 1)
+    levels += tf.bitwise.left_shift(tf.reshape(field, [L, n * k])[:, :P], offset)
+    at += n
   return tf.cast(levels, tf.int32)
 
 
@@ -215,14 +236,6 @@ def from_wire(compressor, wire, P):
     k = compressor.keep(P)
     return {"index": wire[:, :k], "value": as_float(wire[:, k:]), "P": P}
   return as_float(wire)
-
-
-def wire_bytes(compressor, P):
-  """Bytes of one agent's row on the wire (to_wire): row_bytes with the levels in whole words."""
-  if isinstance(compressor, Quantize):
-    B = compressor.block or P
-    return 4 * (-(-P // B) + -(-P * compressor.bits // 32))
-  return compressor.row_bytes(P)
 
 
 def make_compressor(kind, bits=8, fraction=0.1, block=256):

@@ -92,7 +92,7 @@ def get_config():
   # Compressed diffusion (ACTC, tfdiffgan/compression.py): each agent sends C(psi_k - q_k) and
   # keeps q_k <- q_k + zeta C(psi_k - q_k); w_k = (1 - gamma) psi_k + gamma sum_l a_lk q_l.
   # kind: none (today's ATC, bit for bit) | quantize | topk | randk | identity (lossless, tests).
-  # train.strategy default (local exchange) or mirrored (allgather of the payload), for now.
+  # Between replicas and workers the payload crosses packed (compression.to_wire).
   config.compression = ml_collections.ConfigDict()
   config.compression.kind = "none"
   config.compression.bits = 8           # quantize: 1..8 or 16 bits per weight

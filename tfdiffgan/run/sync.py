@@ -6,8 +6,10 @@ blocks until every worker has called it. So the loop calls them by name, and in 
   at start-up   ``every_worker(saved iterations)``  the newest checkpoint every worker holds
                 ``every_worker(finite flags)``      a restored checkpoint is sound on every worker
   per iteration the step's exchanges (eq. 10b), then ``iteration(...)``: ONE small all-gather
-                that carries the stop flag, the finiteness of every agent (on the iterations
-                that log or save) and, when logged, the disagreement's sufficient statistics
+                that carries the stop flag and the finiteness of every agent (on the iterations
+                that log or save); on a logged iteration it is preceded by ``_sum``, an
+                all-reduce of the agents' weights (the centroid w_c of Theorem 1), and also
+                carries each worker's scatter about that centroid
   at a read-out ``readout.Readout.gather`` (every agent's generator to the chief), then, after
                 the chief alone has scored or written them, ``wait_for_chief()``: a barrier with
                 no deadline, so a ``train.collective_timeout`` shorter than an evaluation does
@@ -36,20 +38,12 @@ class Status:
   disagreement_g: float = None
 
 
-def _scatter(W):
-  """(mean [P], sum_k ||w_k - mean||^2) of stacked weights W [L, P]: a worker's share of the
-  network disagreement, which combines exactly (``_disagreement``)."""
-  mean = W.mean(axis=0)
-  return mean, float(np.sum((W - mean) ** 2))
-
-
-def _disagreement(means, scatters, per_worker):
-  """The network disagreement from every worker's (mean, scatter) of L agents each: the
-  parallel-axis theorem, sum_j S_j + L sum_j ||m_j - m||^2, over K = N L agents."""
-  means = np.asarray(means, np.float64)
-  centre = means.mean(axis=0)
-  total = float(np.sum(scatters)) + per_worker * float(np.sum((means - centre) ** 2))
-  return total / (per_worker * len(means))
+def scatter_about(W, centre):
+  """sum_k ||w_k - c||^2 over the rows of W [L, P], in float64: a worker's share of the network
+  disagreement (1/K) sum_k ||w_k - w_c||^2 once every worker uses the same centre c. With c the
+  centroid w_c rounded to float32 (error e), the shares sum to the exact value plus K ||e||^2,
+  because sum_k (w_k - w_c) = 0: float32 rounding of w_c costs nothing measurable."""
+  return float(np.sum((np.asarray(W, np.float64) - np.asarray(centre, np.float64)) ** 2))
 
 
 class Sync:
@@ -98,19 +92,36 @@ class Sync:
       return status
     parts = [np.array([float(bool(stop))]), finite.astype(np.float64)]
     if disagreement:
-      for models in (self.step.discriminators, self.step.generators):
-        mean, scatter = _scatter(diffusion.flat_weights(models))
-        parts += [np.array([scatter]), mean]
-    every = self.step.gather_local(np.concatenate(parts))   # [N, 1 + L (+ 2 + P_D + P_G)]
+      # The centroid w_c as float32 by a ring all-reduce (2 (N - 1) / N of P_D + P_G per worker,
+      # not the N - 1 float64 copies an all-gather of each worker's mean would move); each
+      # worker then sends one number per network, its agents' scatter about w_c.
+      nets = [diffusion.flat_weights(m) for m in (self.step.discriminators, self.step.generators)]
+      total = self._sum(np.concatenate([W.sum(axis=0) for W in nets]).astype(np.float32))
+      centre = total.astype(np.float64) / self.step.K
+      p_d = nets[0].shape[1]
+      parts.append([scatter_about(nets[0], centre[:p_d]), scatter_about(nets[1], centre[p_d:])])
+    every = self.step.gather_local(np.concatenate(parts))   # [N, 1 + L (+ 2)]
     bad = np.flatnonzero(every[:, 1:1 + L].reshape(-1) < 0.5).tolist()  # worker-major = agent id
     status = Status(bool(every[:, 0].max() > 0), bad)
     if disagreement:
-      p_d = sum(int(np.prod(v.shape)) for v in self.step.discriminators[0].trainable_variables)
-      at = 1 + L
-      status.disagreement_d = _disagreement(every[:, at + 1:at + 1 + p_d], every[:, at], L)
-      at += 1 + p_d
-      status.disagreement_g = _disagreement(every[:, at + 1:], every[:, at], L)
+      status.disagreement_d, status.disagreement_g = map(
+          float, every[:, 1 + L:].sum(axis=0) / self.step.K)
     return status
+
+  def _sum(self, values):
+    """The elementwise sum over workers of a float32 vector, on every worker (a collective)."""
+    key = ("sum", values.shape)
+    if key not in self._gathers:
+      strategy = self.step.strategy
+      device = strategy.extended.worker_devices[0]  # this worker's one replica
+
+      def replica_fn(x):
+        with tf.device(device):  # an all-reduce needs its input placed
+          x = tf.identity(x)
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+      self._gathers[key] = tf.function(lambda x: strategy.run(replica_fn, args=(x,)))
+    out = self._gathers[key](tf.constant(values))
+    return np.asarray(self.step.strategy.experimental_local_results(out)[0])
 
   def wait_for_chief(self):
     """Holds every worker until the chief has finished a read-out (``every_worker``: no
