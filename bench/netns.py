@@ -56,7 +56,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINKS = ("loopback", "unlimited", "1gbit", "100mbit")
 COMPRESSION = {"none": [],
                **{f"quantize{b}": ["--config.compression.kind=quantize",
-                                   f"--config.compression.bits={b}"] for b in (2, 4, 8)}}
+                                   f"--config.compression.bits={b}"] for b in (2, 3, 4, 8)}}
 
 
 def train_command(workdir, workers, exchange, compression, iters, log_every):

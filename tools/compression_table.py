@@ -12,6 +12,9 @@ which --from_summaries rebuilds the table without the run directories):
                   (the exchange's ``payload_per_agent``; float32 weights and statistics for
                   ``none``). Each of its neighbours receives it once.
   network bytes/it  the same summed over every message of the iteration (schedule.messages).
+                  For the baselines (train.mode fusion or gossip, float32): what their schedule
+                  sent (run.json's parameters_sent_per_iteration, 4 bytes each; BatchNorm
+                  statistics not counted), and per agent that over K.
   FID avg / raw   mean over agents of the averaged generators' FID, and of the raw iterates'
   robust cov.     every agent's robust coverage (classes both classifiers find)
   weakest         the smallest class share over agents, by the main and the check classifier
@@ -59,13 +62,20 @@ def summarize(run_dir):
   messages = rounds * int(np.count_nonzero(A - np.diag(np.diag(A))))   # per iteration
   float32 = _float32_bytes(config)
   payload = record["exchange_bytes_per_iteration"].get("payload_per_agent") or float32
+  network = payload / rounds * messages
+  name = _compression_name(config.get("compression", {}))
+  mode = config["train"].get("mode", "diffusion")
+  if mode != "diffusion":  # a baseline: what its schedule sent, float32 trainable weights
+    network = 4 * record["parameters_sent_per_iteration"]
+    payload = network / record["num_agents"]
+    name = mode + (f" every {config['topology']['fusion_period']} it" if mode == "fusion" else "")
   agents, raw = metrics["agents"], metrics.get("raw", {}).get("agents", [])
   return {
       "run": os.path.basename(os.path.normpath(run_dir)),
-      "compression": _compression_name(config.get("compression", {})),
+      "compression": name,
       "seed": config["seed"], "iterations": record["iterations"],
       "bytes_per_agent_per_iteration": payload,
-      "network_bytes_per_iteration": payload / rounds * messages,
+      "network_bytes_per_iteration": network,
       "float32_bytes_per_agent_per_iteration": float32,
       "fid_averaged": [a["fid"] for a in agents], "fid_raw": [a["fid"] for a in raw],
       "robust_coverage": [a["robust_coverage"] for a in agents],
@@ -99,19 +109,24 @@ def table(summaries):
 
 def figure(summaries, path):
   """Final FID against the bytes the network sends per iteration, one point per setting
-  (filled: mean of the agents' averaged generators' FIDs; hollow: of their raw iterates)."""
+  (filled: mean of the agents' averaged generators' FIDs; hollow: of their raw iterates;
+  circles: compressed diffusion, stars: float32 diffusion, squares: the fusion and gossip
+  baselines)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  colors = plt.get_cmap("tab20").colors
+  marker = lambda name: ("s" if name.startswith(("fusion", "gossip")) else
+                         "*" if name.startswith("none") else "o")
   for i, s in enumerate(sorted(summaries, key=lambda s: s["network_bytes_per_iteration"])):
-    x = s["network_bytes_per_iteration"] / 1e6
-    ax.scatter(x, np.mean(s["fid_averaged"]), color=f"C{i}",
+    x, m, c = s["network_bytes_per_iteration"] / 1e6, marker(s["compression"]), colors[i % 20]
+    ax.scatter(x, np.mean(s["fid_averaged"]), color=c, marker=m, s=50,
                label=f"{s['compression']}, seed {s['seed']}")
-    ax.scatter(x, np.mean(s["fid_raw"]), facecolors="none", edgecolors=f"C{i}")
+    ax.scatter(x, np.mean(s["fid_raw"]), facecolors="none", edgecolors=c, marker=m, s=50)
   ax.set(xscale="log", yscale="log", xlabel="MB sent by the network per iteration (all messages)",
          ylabel="final FID, agents' mean\n(filled: averaged G; hollow: raw)",
-         title="compressed diffusion: quality against communication (main job)")
+         title="quality against communication (main job; squares: baselines, float32)")
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
