@@ -186,12 +186,12 @@ def test_traffic_counts_the_compressed_payload(tmp_path, idx_dir):
   expected = 0
   for net, rounds in (("d", 2), ("g", 1)):
     P, bn = step.sizes[net], step.bn_sizes[net]
-    expected += rounds * (-(-4 * P // 8) + 4 * -(-P // 256) + 4 * bn)
+    expected += rounds * (4 * -(-P // 8) + 4 * -(-P // 256) + 4 * bn)  # 8 levels a word
   assert step.exchange.traffic["payload_per_agent"] == expected
   weights = 2 * step.sizes["d"] + step.sizes["g"]  # numbers compressed per iteration
   statistics = 4 * (2 * step.bn_sizes["d"] + step.bn_sizes["g"])  # sent as float32
   # 4 bits: half a byte per weight, plus one float32 scale per 256 weights
-  assert weights / 2 < expected - statistics < weights / 2 * (1 + 1 / 32) + 4 * 3
+  assert weights / 2 < expected - statistics < weights / 2 * (1 + 1 / 32) + 4 * 3 * 2
 
 
 @pytest.mark.e2e
