@@ -81,7 +81,8 @@ class Sync:
     return np.asarray(self.step.strategy.experimental_local_results(out)[0])
 
   def iteration(self, stop, check_weights, disagreement):
-    """The one collective of an iteration (a local computation in one process)."""
+    """The end of an iteration: one small all-gather, after an all-reduce of the centroid when
+    the disagreement is asked for (a local computation in one process)."""
     L = self.step.M
     finite = self.finite_flags() if check_weights else np.ones(L, bool)
     if not self.multiworker:
