@@ -57,15 +57,16 @@ def summarize(run_dir):
   """The few numbers of one finished run that the table needs."""
   load = lambda name: json.load(open(os.path.join(run_dir, name)))
   config, record, metrics = load("config.json"), load("run.json"), load("metrics.json")
-  A = np.asarray(record["combination_matrix"])
-  rounds = config["train"]["n_d"] + config["train"]["n_g"]
-  messages = rounds * int(np.count_nonzero(A - np.diag(np.diag(A))))   # per iteration
   float32 = _float32_bytes(config)
-  payload = record["exchange_bytes_per_iteration"].get("payload_per_agent") or float32
-  network = payload / rounds * messages
-  name = _compression_name(config.get("compression", {}))
   mode = config["train"].get("mode", "diffusion")
-  if mode != "diffusion":  # a baseline: what its schedule sent, float32 trainable weights
+  if mode == "diffusion":
+    A = np.asarray(record["combination_matrix"])
+    rounds = config["train"]["n_d"] + config["train"]["n_g"]
+    messages = rounds * int(np.count_nonzero(A - np.diag(np.diag(A))))   # per iteration
+    payload = record["exchange_bytes_per_iteration"].get("payload_per_agent") or float32
+    network = payload / rounds * messages
+    name = _compression_name(config.get("compression", {}))
+  else:  # a baseline: what its schedule sent, float32 trainable weights
     network = 4 * record["parameters_sent_per_iteration"]
     payload = network / record["num_agents"]
     name = mode + (f" every {config['topology']['fusion_period']} it" if mode == "fusion" else "")

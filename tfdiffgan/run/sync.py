@@ -71,11 +71,15 @@ class Sync:
       return values[None]
     if values.dtype == bool:  # collectives move numbers
       return self.every_worker(values.astype(np.int32)).astype(bool)
-    key = (values.shape, values.dtype.str)
+    return self._collective("gather", values, lambda x: tf.distribute.get_replica_context(
+    ).all_gather(x[None], axis=0, options=NO_DEADLINE))
+
+  def _collective(self, name, values, replica_fn):
+    """replica_fn run on this worker's replica with values as its input, traced once per
+    (name, shape, dtype): the collective's result on this worker, as numpy."""
+    key = (name, values.shape, values.dtype.str)
     if key not in self._gathers:
       strategy = self.step.strategy
-      replica_fn = lambda x: tf.distribute.get_replica_context().all_gather(
-          x[None], axis=0, options=NO_DEADLINE)
       self._gathers[key] = tf.function(lambda x: strategy.run(replica_fn, args=(x,)))
     out = self._gathers[key](tf.constant(values))
     return np.asarray(self.step.strategy.experimental_local_results(out)[0])
@@ -111,18 +115,13 @@ class Sync:
 
   def _sum(self, values):
     """The elementwise sum over workers of a float32 vector, on every worker (a collective)."""
-    key = ("sum", values.shape)
-    if key not in self._gathers:
-      strategy = self.step.strategy
-      device = strategy.extended.worker_devices[0]  # this worker's one replica
+    device = self.step.strategy.extended.worker_devices[0]  # this worker's one replica
 
-      def replica_fn(x):
-        with tf.device(device):  # an all-reduce needs its input placed
-          x = tf.identity(x)
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
-      self._gathers[key] = tf.function(lambda x: strategy.run(replica_fn, args=(x,)))
-    out = self._gathers[key](tf.constant(values))
-    return np.asarray(self.step.strategy.experimental_local_results(out)[0])
+    def replica_fn(x):
+      with tf.device(device):  # an all-reduce needs its input placed
+        x = tf.identity(x)
+      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+    return self._collective("sum", values, replica_fn)
 
   def wait_for_chief(self):
     """Holds every worker until the chief has finished a read-out (``every_worker``: no
