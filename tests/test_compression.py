@@ -98,6 +98,7 @@ def test_bytes_per_row():
     ("compression.bits", 12, "compression.bits=12 is not one of"),
     ("compression.fraction", 0.0, r"compression.fraction=0.0 must be in \(0, 1\]"),
     ("compression.gamma", 1.5, r"compression.gamma=1.5 must be in \(0, 1\]"),
+    ("compression.statistics", "int8", "compression.statistics='int8' is not one of"),
     ("train.mode", "noncooperative", "exchanges nothing to compress"),
 ])
 def test_config_check_names_the_bad_field(field, value, match):
@@ -192,6 +193,29 @@ def test_traffic_counts_the_compressed_payload(tmp_path, idx_dir):
   statistics = 4 * (2 * step.bn_sizes["d"] + step.bn_sizes["g"])  # sent as float32
   # 4 bits: half a byte per weight, plus one float32 scale per 256 weights
   assert weights / 2 < expected - statistics < weights / 2 * (1 + 1 / 32) + 4 * 3 * 2
+
+
+@pytest.mark.e2e
+def test_local_statistics_are_neither_sent_nor_mixed(tmp_path, idx_dir):
+  """statistics = local: the BatchNorm statistics stay each agent's own and leave the payload;
+  the weights train exactly as with them combined (training-mode BatchNorm uses the batch's)."""
+  fields = {"train.iterations": 2, "compression.kind": "identity"}
+  mixed = _train(idx_dir, tmp_path / "mixed", **fields)
+  local = _train(idx_dir, tmp_path / "local", **{**fields, "compression.statistics": "local"})
+  assert mixed.step.bn_sizes["g"] > 0
+  assert (mixed.step.exchange.traffic["payload_per_agent"]
+          - local.step.exchange.traffic["payload_per_agent"]
+          == 4 * (2 * mixed.step.bn_sizes["d"] + mixed.step.bn_sizes["g"]))  # n_d = 2, n_g = 1
+  for a, b in zip(mixed.step.generators + mixed.step.discriminators,
+                  local.step.generators + local.step.discriminators):
+    for v, u in zip(a.trainable_variables, b.trainable_variables):
+      np.testing.assert_array_equal(v.numpy(), u.numpy())
+  stats = lambda r: np.stack([np.concatenate([v.numpy().ravel()
+                                              for v in g.non_trainable_variables])
+                              for g in r.step.generators])
+  # combined, the agents' statistics are pulled together; kept, they stay apart
+  spread = lambda S: float(np.mean((S - S.mean(0)) ** 2))
+  assert spread(stats(local)) > 1.5 * spread(stats(mixed))
 
 
 @pytest.mark.e2e

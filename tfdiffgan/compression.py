@@ -39,6 +39,7 @@ from tfdiffgan.errors import ConfigError
 
 KINDS = ("none", "identity", "quantize", "topk", "randk")
 BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
+STATISTICS = ("float32", "local")
 
 
 def _rows(x, seeds, fn):
@@ -261,19 +262,27 @@ class ACTC:
   therefore pull w towards the compressed increments only; zeta, gamma < 1 soften that start.
 
   Only trainable weights are compressed. BatchNorm moving statistics (``models.
-  combined_variables`` lists them after the weights) are combined uncompressed, as in ATC:
-  they are 2 numbers per channel, and a mean and a variance rebuilt from lossy increments from
-  q = 0 could go near zero or negative, which the weights' estimate tolerates and a variance
-  does not. Their 4 bytes each are counted in the payload.
+  combined_variables`` lists them after the weights) are never quantized: a mean and a variance
+  rebuilt from lossy increments from q = 0 could go near zero or negative, which the weights'
+  estimate tolerates and a variance does not. ``statistics`` says what happens to them:
+
+    float32  combined uncompressed, as in ATC (eq. 10b); their 4 bytes each are counted in the
+             payload (the main job's G: 9,552 numbers, 10% of a 4-bit payload).
+    local    not sent: each agent keeps its own running statistics. They are averages of G's
+             activations on noise, so they depend on G's weights alone, never on private data,
+             and agree across agents when the weights do; the averaged generators that
+             metrics.json scores recompute theirs at read-out (models.recalibrate_batchnorm).
   """
 
-  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner):
+  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner,
+               statistics="float32"):
     """own: the agents this process adapts. holders: {worker: (device or None, reach)}: each
     worker of this process (one, or every in-process replica under mirrored) keeps q_l for the
     agents l in its reach (those whose rows its exchange returns, exchange.reach), on its own
     device, so no worker reads another's variables. sizes: {'d': P_D, 'g': P_G}, the flat size
     of each network's trainable weights. owner(l): the worker that adapts agent l."""
     self.compressor, self.zeta, self.gamma = compressor, float(zeta), float(gamma)
+    self.send_statistics = statistics == "float32"
     self.own, self.owner = list(own), owner
     self.reach = {w: list(reach) for w, (_, reach) in holders.items()}
     self.stream = {l: seeds_lib.quantizer(seed, l) for r in self.reach.values() for l in r}
@@ -300,7 +309,7 @@ class ACTC:
     return out
 
   def row_bytes(self, P, bn_numbers):
-    return self.compressor.row_bytes(P) + 4 * bn_numbers
+    return self.compressor.row_bytes(P) + 4 * bn_numbers * self.send_statistics
 
   def step(self, net, psi, own, worker, send, combine, active=None):
     """One ACTC round of ``net`` for ``worker``'s agents ``own`` (global ids, rows of psi
@@ -336,12 +345,12 @@ def make_actc(c, seed, own, holders, sizes, owner):
   if c is None or c["kind"] == "none":
     return None
   return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"]), c["zeta"],
-              c["gamma"], seed, own, holders, sizes, owner)
+              c["gamma"], seed, own, holders, sizes, owner, c["statistics"])
 
 
 def check_config(config):
   """compression.*: a known kind, bits in BITS, fraction in (0, 1], block >= 0,
-  zeta and gamma in (0, 1]; compression needs one process (default or mirrored) for now."""
+  zeta and gamma in (0, 1], statistics in STATISTICS; compression needs one process (default or mirrored) for now."""
   c = config.compression
   if c.kind not in KINDS:
     raise ConfigError(f"compression.kind={c.kind!r} is not one of {KINDS}; set "
@@ -357,6 +366,9 @@ def check_config(config):
     value = c[field]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
       raise ConfigError(f"compression.{field}={value!r} must be in (0, 1].")
+  if c.statistics not in STATISTICS:
+    raise ConfigError(f"compression.statistics={c.statistics!r} is not one of {STATISTICS}; "
+                      "float32 combines the BatchNorm statistics, local keeps them unsent.")
   if c.kind == "none":
     return
   if config.train.mode not in ("diffusion", "gossip", "fusion"):

@@ -278,7 +278,8 @@ class DiffusionStep:
 
   def _compressed_combine(self, net, psi_local, A, active_row, replica):
     """ACTC's compress and combine (compression.ACTC.step) on the network's weights, flattened
-    to one [L, P] row per agent; its BatchNorm statistics are combined uncompressed (eq. 10b)."""
+    to one [L, P] row per agent; its BatchNorm statistics are combined uncompressed (eq. 10b),
+    or kept as they are (compression.statistics = local: nothing sent)."""
     n = self.n_weights[net]
     flat, layout = exchange_lib.flatten(psi_local[:n])
     c, P = self.actc.compressor, self.sizes[net]
@@ -289,7 +290,9 @@ class DiffusionStep:
           c, self.exchange.gather_rows(compression_lib.to_wire(c, payload), replica), P)
     w = self.actc.step(net, flat, self.placement.agents_of(replica), replica, send,
                        lambda q: self.exchange.mix_reach(A, replica, q), active_row)
-    statistics = self.exchange.combine(psi_local[n:], A, replica) if psi_local[n:] else []
+    statistics = psi_local[n:]
+    if statistics and self.actc.send_statistics:
+      statistics = self.exchange.combine(statistics, A, replica)
     return exchange_lib.unflatten(w, layout) + statistics
 
   def _replica_iteration(self, real, z, matrices, active, scale):
