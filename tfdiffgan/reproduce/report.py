@@ -80,23 +80,27 @@ def _claims_lines(claims):
           f"(x{v['diffusion_over_centralized']:.3f}) / non-coop. {v['noncooperative']:.2f}"
           for label, v in (("per-agent mean", h["per_agent_mean"]), ("pooled", h.get("pooled")))
           if v)
-      nums += f"; per seed {h['per_seed']}"
+      nums += "; per seed: " + ", ".join(
+          f"{mode} " + " / ".join(f"{x:.2f}" for x in xs) for mode, xs in h["per_seed"].items())
       lines.append(f"| (i) homogeneous | {ds} | {h['bar']} | {nums} | {h['seeds']} | "
                    f"{_verdict(h['holds'])} |")
     n = c.get("nonhomogeneous")
     if n:
       nums = (f"weakest class share of any diffusion agent "
-              f"{n['diffusion_min_class_share_over_agents_and_seeds']:.3f} (per seed "
-              f"{n['diffusion_min_class_share_per_seed']}); non-coop. agent 0 in its two "
-              f"classes {[round(x, 3) for x in n['noncooperative_agent0_share_in_own_two_classes']]}")
+              f"{n['diffusion_min_class_share_over_agents_and_seeds']:.3f} (per seed: "
+              + ", ".join(f"{x:.3f}" for x in n["diffusion_min_class_share_per_seed"].values())
+              + "); non-coop. agent 0 in its two classes (per seed): "
+              + ", ".join(f"{x:.3f}" for x in n["noncooperative_agent0_share_in_own_two_classes"]))
       lines.append(f"| (ii) two classes per agent | {ds} | {n['bar']} ({n['classifiers']}) | "
                    f"{nums} | {len(n['seeds'])} | {_verdict(n['holds'])} |")
   for group in THEOREM1_GROUPS:
     t = claims.get(group)
     if t:
-      slopes = {g: None if v is None else round(v, 2) for g, v in t["slopes"].items()}
-      lines.append(f"| (iii) Theorem 1 ({group}) | mnist | {t['bar']} | slopes {slopes}, "
-                   f"monotone {t['monotone_in_lambda_2_at_each_mu']} | 1 | "
+      slopes = ", ".join(f"{g} " + ("-" if v is None else f"{v:.2f}")
+                         for g, v in t["slopes"].items())
+      monotone = "yes" if t["monotone_in_lambda_2_at_each_mu"] else "no"
+      lines.append(f"| (iii) Theorem 1 ({group}) | mnist | {t['bar']} | slopes in log mu: "
+                   f"{slopes}; growing with lambda_2 at every mu: {monotone} | 1 | "
                    f"{_verdict(t['holds'])} |")
   v = claims.get("verdicts", {})
   lines.append("")
