@@ -233,7 +233,7 @@ def test_nonhomogeneous_claim_needs_both_classifiers():
 
 # --- report: markdown of a synthetic results dict -----------------------------------------------
 
-def test_markdown_lists_every_mode_graph_fault_and_the_wall_time():
+def test_markdown_lists_every_mode_graph_fault_cell_and_the_wall_time():
   runs = {"a": _run("homogeneous", "centralized", fid=10.0),
           "b": _run("homogeneous", "diffusion", fid=10.5),
           **_sweep(graphs=(("ring", 0.6, 1.0), ("complete", 0.0, 1e-12)))}
@@ -243,7 +243,12 @@ def test_markdown_lists_every_mode_graph_fault_and_the_wall_time():
   assert "| mnist/iid/centralized | 1 | 10.00 |" in text and "| mnist/iid/diffusion | 1 | 10.50 |" in text
   assert "| ring | 0.600 | 2.25 | - |" in text and "| complete | 0.000 | 0.00 | - |" in text
   assert "| 0.5 | 0.2 | 11.0 11.0 | 11.00 | 0.100 | 0.01 / 0.02 | 0.500 | 0 |" in text
-  assert text.endswith("faults 1, homogeneous 2, theorem1 6\n")
+  runs["b"]["wall_seconds"] = 600.0
+  text = reproduce.markdown({"runs": runs, "summary": reproduce.summarize(runs)})
+  assert "| b | 10.0 min | 10.50 (10.50-10.50) | - | - | 10.0% / - |" in text  # one row per cell
+  assert "| ring0.1 |" not in text                        # Theorem 1's runs are not cells
+  assert text.rstrip().endswith("Wall time of these cells: 0.17 h (each as its run measured it, "
+                                "cells that shared the cores included).")
 
 
 # --- run: train what is not done, skip the rest, collect (training stood in for) ----------------

@@ -32,7 +32,8 @@ import numpy as np
 def _compression_name(c):
   kind = c.get("kind", "none")
   if kind == "quantize":
-    return f"quantize {c['bits']} bits (block {c['block']})"
+    local = ", statistics local" if c.get("statistics") == "local" else ""
+    return f"quantize {c['bits']} bits (block {c['block']}{local})"
   if kind in ("topk", "randk"):
     return f"{kind} {100 * c['fraction']:g}%"
   return "none (float32)" if kind == "none" else kind

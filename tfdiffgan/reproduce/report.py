@@ -55,13 +55,34 @@ def _faults_lines(faults):
   return lines
 
 
-def _wall_time_lines(runs):
-  groups = {}
-  for r in runs.values():
-    groups[r["group"]] = groups.get(r["group"], 0.0) + r["train_seconds"]
-  return ["", "Wall time by part (seconds summed over runs: training loop with its periodic "
-          "evaluations, final evaluation excluded): " +
-          ", ".join(f"{g} {s:.0f}" for g, s in sorted(groups.items()))]
+def _cell_lines(runs):
+  """One row per finished training cell: its wall time (training, evaluations and start-up,
+  as its summary recorded it), every agent's FID, the pooled FID and KID (with the standard
+  error of ten disjoint subsets) and the smallest class share of any agent by each classifier."""
+  lines = ["", "| cell | wall | FID: agents' mean (min-max) | FID pooled | KID pooled +- se | "
+           "smallest class share, main / check |", "|---|---|---|---|---|---|"]
+  total = 0.0
+  for name, r in sorted(runs.items()):
+    final = r.get("final")
+    if not final or r["group"].startswith("theorem1"):
+      continue
+    wall = r.get("wall_seconds")
+    total += wall or 0.0
+    agents, pooled, net = final["agents"], final.get("pooled", {}), final["network"]
+    smallest = lambda key: min(min(a[key]) for a in agents) if all(key in a for a in agents) \
+        else None
+    share = " / ".join("-" if x is None else f"{100 * x:.1f}%"
+                       for x in (smallest("class_histogram"), smallest("check_class_histogram")))
+    pooled_fid = f"{pooled['fid']:.2f}" if "fid" in pooled else "-"
+    kid = f"{pooled['kid']:.3f} +- {pooled['kid_se']:.3f}" if "kid_se" in pooled else "-"
+    fids = [a["fid"] for a in agents]
+    wall_text = "-" if wall is None else f"{wall / 60:.1f} min"
+    lines.append(f"| {name} | {wall_text} | {net['fid_mean']:.2f} ({min(fids):.2f}-"
+                 f"{max(fids):.2f}) | {pooled_fid} | {kid} | {share} |")
+  lines.append("")
+  lines.append(f"Wall time of these cells: {total / 3600:.2f} h (each as its run measured it, "
+               "cells that shared the cores included).")
+  return lines
 
 
 def _verdict(v):
@@ -121,7 +142,7 @@ def markdown(results):
       lines += _theorem1_lines(group, summary[group])
   if summary.get("faults"):
     lines += _faults_lines(summary["faults"])
-  lines += _wall_time_lines(results["runs"])
+  lines += _cell_lines(results["runs"])
   return "\n".join(lines) + "\n"
 
 
