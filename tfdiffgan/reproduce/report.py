@@ -188,6 +188,11 @@ def pooled_curve(runs):
   return np.array(its), np.array([np.mean(pts[i]) for i in its])
 
 
+# One color per mode in every figure, so Fig. 3 and the communication panels read together.
+MODE_COLORS = {"centralized": "C0", "diffusion": "C1", "noncooperative": "C2", "gossip": "C3",
+               "fusion": "C4"}
+
+
 def fig3(plt, runs, ds, modes):
   """FID against iterations per mode: the mean over agents and seeds (line), its range over
   agents and seeds (band) and the pooled samples' FID (dashed, where scored)."""
@@ -196,7 +201,7 @@ def fig3(plt, runs, ds, modes):
     rs = [r for r in _homogeneous(runs, ds, mode) if r["fid_curve"]]
     if not rs:
       continue
-    color = f"C{i}"
+    color = MODE_COLORS.get(mode, f"C{5 + i}")
     its, mean, lo, hi = fid_band(rs)
     seeds = len({r["seed"] for r in rs})
     ax.plot(its, mean, "o-", ms=3, color=color, label=f"{mode} ({seeds} seed{'s' * (seeds > 1)})")
@@ -246,18 +251,20 @@ def fig6(plt, noniid, ds, results_dir):
 
 def communication(plt, final):
   """Final FID against the parameters each iteration sends, per homogeneous mode, one panel per
-  dataset (filled: the mean of per-agent FIDs; hollow: the pooled samples' FID)."""
+  dataset (filled: the mean of per-agent FIDs; hollow: the pooled samples' FID). Linear in
+  millions of parameters: the modes that send nothing sit at 0."""
   datasets = sorted({key.split("/")[0] for key in final if "/iid/" in key})
   fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
   for ax, ds in zip(axes[0], datasets):
     for i, (key, v) in enumerate((k, v) for k, v in final.items() if k.startswith(f"{ds}/iid/")):
       if v["parameters_sent_per_iteration"] is None:
         continue
-      x, mode = max(v["parameters_sent_per_iteration"], 1), key.split("/")[-1]
-      ax.scatter(x, v["fid_mean"], color=f"C{i}", label=mode)
+      x, mode = v["parameters_sent_per_iteration"] / 1e6, key.split("/")[-1]
+      color = MODE_COLORS.get(mode, f"C{5 + i}")
+      ax.scatter(x, v["fid_mean"], color=color, label=mode)
       if v.get("pooled_fid_mean") is not None:
-        ax.scatter(x, v["pooled_fid_mean"], facecolors="none", edgecolors=f"C{i}")
-    ax.set(xscale="log", xlabel="parameters sent per iteration (1 = none)",
+        ax.scatter(x, v["pooled_fid_mean"], facecolors="none", edgecolors=color)
+    ax.set(xlabel="millions of parameters sent per iteration (0: none)",
            ylabel="final FID (filled: per-agent mean; hollow: pooled)",
            title=f"quality against communication: {ds}")
     ax.legend(fontsize=7)
