@@ -233,7 +233,7 @@ def fig6(plt, noniid, ds, results_dir):
   own = "{T-shirt, trouser}" if ds == "fashion_mnist" else "{0, 1}"
   for j, r in enumerate(sorted(noniid, key=lambda r: r["mode"])):
     axes[0, j].imshow(plt.imread(os.path.join(results_dir, r["samples"])), cmap="gray")
-    axes[0, j].set_title(f"{r['mode']}: agent 0 saw {own}")
+    axes[0, j].set_title(f"{r['mode']}:\nagent 0 saw {own}", fontsize=10)
     axes[0, j].axis("off")
     if r["final"]:
       agent = r["final"]["agents"][0]
