@@ -117,7 +117,7 @@ def figure(summaries, path):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  fig, ax = plt.subplots(figsize=(10, 4.5))
   colors = plt.get_cmap("tab20").colors
   marker = lambda name: ("s" if name.startswith(("fusion", "gossip")) else
                          "*" if name.startswith("none") else "o")
@@ -129,7 +129,7 @@ def figure(summaries, path):
   ax.set(xscale="log", yscale="log", xlabel="MB sent by the network per iteration (all messages)",
          ylabel="final FID, agents' mean\n(filled: averaged G; hollow: raw)",
          title="quality against communication (main job; squares: baselines, float32)")
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))  # beside: no point hidden
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
