@@ -535,8 +535,6 @@ def test_figures_and_claims_table_from_synthetic_summaries(tmp_path):
     r["fid_curve"] = [(t, np.mean(f), min(f), max(f)) for t, f in r["fid_curve_agents"]]
     r["fid_curve_pooled"] = [(t, 0.9 * np.mean(f)) for t, f in r["fid_curve_agents"]]
   runs.update(_sweep())
-  for r in _sweep().values():
-    r["group"] = "theorem1_warm"
   summary = reproduce.summarize(runs)
   results = {"runs": runs, "summary": summary, "claims": reproduce.claims(runs, summary)}
   names = reproduce.figures(results, str(tmp_path))
@@ -548,6 +546,8 @@ def test_figures_and_claims_table_from_synthetic_summaries(tmp_path):
   assert text.startswith("| claim | dataset | bar |")
   assert "| (i) homogeneous | mnist | diffusion FID <= 1.1 x centralized" in text
   assert "Over both datasets: homogeneous **holds**, nonhomogeneous **holds**" in text
+  assert ("slopes in log mu: grid 2.00, ring 2.00; growing with lambda_2: mu 0.025 yes, "
+          "mu 0.05 yes, mu 0.1 yes | 1 | **holds** |") in text
 
 
 @pytest.mark.e2e

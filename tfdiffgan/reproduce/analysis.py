@@ -239,7 +239,7 @@ def theorem1_claim(fits):
   return {
       "bar": f"slope {SLOPE} +- {SLOPE_TOLERANCE} on every graph with lambda_2 > 0; growing "
              "with lambda_2 at every mu",
-      "slopes": slopes, "graphs_by_lambda_2": graphs,
+      "slopes": slopes, "graphs_by_lambda_2": graphs, "mu": list(fits[graphs[0]]["mu"]),
       "monotone_in_lambda_2_at_each_mu": monotone,
       "holds": bool(all(s is not None and abs(s - SLOPE) <= SLOPE_TOLERANCE
                         for s in slopes.values()) and all(monotone))}

@@ -119,9 +119,10 @@ def _claims_lines(claims):
     if t:
       slopes = ", ".join(f"{g} " + ("-" if v is None else f"{v:.2f}")
                          for g, v in t["slopes"].items())
-      monotone = "yes" if t["monotone_in_lambda_2_at_each_mu"] else "no"
+      monotone = ", ".join(f"mu {mu:g} {'yes' if ok else 'no'}" for mu, ok in
+                           zip(t["mu"], t["monotone_in_lambda_2_at_each_mu"]))
       lines.append(f"| (iii) Theorem 1 ({group}) | mnist | {t['bar']} | slopes in log mu: "
-                   f"{slopes}; growing with lambda_2 at every mu: {monotone} | 1 | "
+                   f"{slopes}; growing with lambda_2: {monotone} | 1 | "
                    f"{_verdict(t['holds'])} |")
   v = claims.get("verdicts", {})
   lines.append("")
