@@ -8,7 +8,7 @@ iterations, mu falling to 1% of 0.05, generator averaging), Algorithm 1 unchange
 Each finished cell leaves a few KB under SUMMARIES_DIR/tuned/CELL/ (summary.json, agent_0.png);
 a rerun skips those cells, even without their run directories, so the grid spans sessions, and
 ``--report_only`` rebuilds the tables and figures from the summaries alone. Its cells and wall
-time: docs/RESULTS.md, "Planned: the grid on the tuned recipe".
+time: docs/RESULTS.md, "How the tuned grid was run".
 """
 
 import ml_collections
