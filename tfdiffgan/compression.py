@@ -349,8 +349,8 @@ def make_actc(c, seed, own, holders, sizes, owner):
 
 
 def check_config(config):
-  """compression.*: a known kind, bits in BITS, fraction in (0, 1], block >= 0,
-  zeta and gamma in (0, 1], statistics in STATISTICS; compression needs one process (default or mirrored) for now."""
+  """compression.*: a known kind, bits in BITS, fraction in (0, 1], block >= 0, zeta and
+  gamma in (0, 1], statistics in STATISTICS, and a mode that exchanges weights."""
   c = config.compression
   if c.kind not in KINDS:
     raise ConfigError(f"compression.kind={c.kind!r} is not one of {KINDS}; set "

@@ -69,10 +69,9 @@ def _cell_lines(runs):
     wall = r.get("wall_seconds")
     total += wall or 0.0
     agents, pooled, net = final["agents"], final.get("pooled", {}), final["network"]
-    smallest = lambda key: min(min(a[key]) for a in agents) if all(key in a for a in agents) \
-        else None
-    share = " / ".join("-" if x is None else f"{100 * x:.1f}%"
-                       for x in (smallest("class_histogram"), smallest("check_class_histogram")))
+    share = " / ".join(
+        f"{100 * min(min(a[key]) for a in agents):.1f}%" if all(key in a for a in agents)
+        else "-" for key in ("class_histogram", "check_class_histogram"))
     pooled_fid = f"{pooled['fid']:.2f}" if "fid" in pooled else "-"
     kid = f"{pooled['kid']:.3f} +- {pooled['kid_se']:.3f}" if "kid_se" in pooled else "-"
     fids = [a["fid"] for a in agents]
