@@ -274,8 +274,7 @@ class ACTC:
              metrics.json scores recompute theirs at read-out (models.recalibrate_batchnorm).
   """
 
-  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner,
-               statistics="float32"):
+  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner, statistics):
     """own: the agents this process adapts. holders: {worker: (device or None, reach)}: each
     worker of this process (one, or every in-process replica under mirrored) keeps q_l for the
     agents l in its reach (those whose rows its exchange returns, exchange.reach), on its own

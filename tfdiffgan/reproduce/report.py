@@ -193,6 +193,10 @@ MODE_COLORS = {"centralized": "C0", "diffusion": "C1", "noncooperative": "C2", "
                "fusion": "C4"}
 
 
+def _color(mode, i):
+  return MODE_COLORS.get(mode, f"C{5 + i}")
+
+
 def fig3(plt, runs, ds, modes):
   """FID against iterations per mode: the mean over agents and seeds (line), its range over
   agents and seeds (band) and the pooled samples' FID (dashed, where scored)."""
@@ -201,7 +205,7 @@ def fig3(plt, runs, ds, modes):
     rs = [r for r in _homogeneous(runs, ds, mode) if r["fid_curve"]]
     if not rs:
       continue
-    color = MODE_COLORS.get(mode, f"C{5 + i}")
+    color = _color(mode, i)
     its, mean, lo, hi = fid_band(rs)
     seeds = len({r["seed"] for r in rs})
     ax.plot(its, mean, "o-", ms=3, color=color, label=f"{mode} ({seeds} seed{'s' * (seeds > 1)})")
@@ -260,7 +264,7 @@ def communication(plt, final):
       if v["parameters_sent_per_iteration"] is None:
         continue
       x, mode = v["parameters_sent_per_iteration"] / 1e6, key.split("/")[-1]
-      color = MODE_COLORS.get(mode, f"C{5 + i}")
+      color = _color(mode, i)
       ax.scatter(x, v["fid_mean"], color=color, label=mode)
       if v.get("pooled_fid_mean") is not None:
         ax.scatter(x, v["pooled_fid_mean"], facecolors="none", edgecolors=color)
