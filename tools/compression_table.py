@@ -180,7 +180,10 @@ def main():
   if args.from_summaries:
     summaries = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(args.summaries,
                                                                            "*.json")))]
-    summaries.sort(key=lambda s: -s["bytes_per_agent_per_iteration"])
+    # by bytes to the kB (the 4-bit runs before and after the packing by fields of widths
+    # dividing 32 differ by 6 bytes), then setting and seed
+    summaries.sort(key=lambda s: (-round(s["bytes_per_agent_per_iteration"], -3),
+                                  s["compression"], s["seed"]))
   else:
     summaries = [summarize(r) for r in args.runs]
     if args.summaries:
