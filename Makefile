@@ -37,11 +37,9 @@ fashion: $(VENV)/.installed
 train: data
 	$(PY) bin/train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
-# Both tiers: the unit tests and the end-to-end runs (marked e2e). CI runs this one. Two pytest
-# workers: tracing and process start-up use one core, so two tests at a time fill both; the tests
-# that start several processes share one worker (tests/conftest.py, SEVERAL_PROCESSES).
+# Both tiers: the unit tests and the end-to-end runs (marked e2e). CI runs this one.
 test: data fashion
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=12 tests
+	$(PY) -m pytest -q --durations=12 tests
 
 # The unit tier alone (exchange, placement, optim, schedules, config checks, tiny models): under
 # three minutes on two cores, to run on every save.

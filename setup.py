@@ -27,7 +27,7 @@ setup(
     ],
     # tensorflow-gan 2.1.0 does not import on TensorFlow >= 2.16 (tensorflow/gan#55); its
     # Frechet-distance formula is re-implemented in tfdiffgan.metrics and tested against.
-    extras_require={"test": ["pytest", "pytest-xdist", "matplotlib"], "plots": ["matplotlib"]},
+    extras_require={"test": ["pytest", "matplotlib"], "plots": ["matplotlib"]},
     # Prefixed so they cannot collide with other packages' commands; bin/* call the same mains.
     entry_points={"console_scripts": [
         "tfdiffgan-train = tfdiffgan.main.train:main",

@@ -20,13 +20,6 @@ def pytest_configure(config):
       "wheel); `make test-fast` leaves these out, `make test` runs both tiers")
 
 
-# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). Tests that start
-# several TensorFlow processes at once (bin/launch, namespaced hosts) share one of them, so two such
-# runs never compete for the two cores and their collectives' timeouts; the other worker takes the
-# single-process tests meanwhile.
-SEVERAL_PROCESSES = pytest.mark.xdist_group("several_processes")
-
-
 def write_idx(path, array):
   array = np.asarray(array, np.uint8)
   header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import bench
 from bench import naive
-from conftest import ROOT, SEVERAL_PROCESSES
+from conftest import ROOT
 from tfdiffgan import diffusion, models, optim, topology
 
 
@@ -101,7 +101,6 @@ def test_targets_judge_rows():
 
 
 @pytest.mark.e2e
-@SEVERAL_PROCESSES
 def test_exchange_bench_counts_what_crosses_the_wire():
   """Two worker processes, neighbors exchange: the exchange's own count equals the formula
   deg L P, and at least that many bytes really crossed loopback."""

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SEVERAL_PROCESSES, make_idx_dir, tiny_config
+from conftest import make_idx_dir, tiny_config
 from tfdiffgan import run as run_lib
 from tfdiffgan.errors import TrainingError
 
@@ -78,7 +78,6 @@ def test_every_checkpoint_damaged_is_refused_and_nothing_moved(tmp_path, idx_dir
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == before
 
 
-@SEVERAL_PROCESSES
 def test_multiworker_falls_back_to_the_newest_iteration_every_worker_holds_intact(
     tmp_path, idx_dir):
   """Worker 1's ckpt-4 is damaged: both workers resume from ckpt-2 and end where a run never

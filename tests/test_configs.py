@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SEVERAL_PROCESSES, tiny_config
+from conftest import ROOT, tiny_config
 from tfdiffgan import config as config_lib
 from tfdiffgan import data, models, optim, placement
 from tfdiffgan.configs import default
@@ -174,7 +174,6 @@ def test_more_iterations_without_lr_decay_still_resumes(tmp_path, idx_dir):
 
 
 @pytest.mark.e2e
-@SEVERAL_PROCESSES
 def test_multiworker_relaunch_with_another_learning_rate_is_refused(tmp_path, idx_dir):
   """Workers checkpoint under checkpoints/worker-N/: a relaunch with another config must see
   those checkpoints and refuse, leaving config.json (and every checkpoint) as they were."""

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, SEVERAL_PROCESSES, tiny_config
+from conftest import ROOT, tiny_config
 from tfdiffgan import launch
 from tfdiffgan import run as run_lib
 
@@ -26,9 +26,6 @@ from tfdiffgan import run as run_lib
 # give different networks (a_{k-1,k} = 0.3, a_{k+1,k} = 0.2, a_kk = 0.5).
 P = np.roll(np.eye(4), 1, axis=1)
 NONSYMMETRIC = 0.5 * np.eye(4) + 0.3 * P + 0.2 * P.T
-
-
-pytestmark = SEVERAL_PROCESSES
 
 
 def _matrix_file(tmp_path):

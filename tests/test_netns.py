@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from conftest import ROOT, SEVERAL_PROCESSES, tiny_config
+from conftest import ROOT, tiny_config
 from test_multiworker import _agent_weights
 from tfdiffgan import netns
 from tfdiffgan import run as run_lib
 
-pytestmark = [pytest.mark.e2e, SEVERAL_PROCESSES]
+pytestmark = pytest.mark.e2e
 
 ALLOWED, WHY_NOT = netns.permitted()
 needs_netns = pytest.mark.skipif(not ALLOWED, reason=f"no network namespaces here: {WHY_NOT}")

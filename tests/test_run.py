@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, SEVERAL_PROCESSES, tiny_config
+from conftest import ROOT, tiny_config
 from tfdiffgan import run as run_lib
 from tfdiffgan.errors import PlacementError
 from tfdiffgan.run import build
@@ -54,7 +54,6 @@ def test_an_agent_offline_for_a_whole_phase_logs_its_loss_as_missing(tmp_path, i
 
 
 @pytest.mark.e2e
-@SEVERAL_PROCESSES
 def test_workers_wait_out_the_chiefs_evaluation_past_the_collective_timeout(tmp_path):
   """The chief scores 10,000 samples per agent at iteration 1 (real MNIST, both classifiers),
   for longer than train.collective_timeout; the other worker waits at a barrier with no
