@@ -94,6 +94,15 @@ def summarize(run_dir):
   }
 
 
+def _mean_fid(s):
+  """The agents' mean FID of their averaged generators: the number every table and figure ranks."""
+  return float(np.mean(s["fid_averaged"]))
+
+
+def _change(a, b):
+  return f"{100 * (a / b - 1):+.1f}%"
+
+
 def table(summaries):
   base = max(s["float32_bytes_per_agent_per_iteration"] for s in summaries)
   rows = ["| compression | seed | bytes/agent/it | of float32 | network bytes/it | "
@@ -105,7 +114,7 @@ def table(summaries):
         f"| {s['compression']} | {s['seed']} | {s['bytes_per_agent_per_iteration'] / 1e6:.3f} MB | "
         f"{s['bytes_per_agent_per_iteration'] / base:.3f} | "
         f"{s['network_bytes_per_iteration'] / 1e6:.2f} MB | "
-        f"**{np.mean(fid):.2f}** ({' / '.join(f'{x:.1f}' for x in fid)}) | "
+        f"**{_mean_fid(s):.2f}** ({' / '.join(f'{x:.1f}' for x in fid)}) | "
         f"{np.mean(s['fid_raw']):.2f} | "
         f"{'/'.join(str(c) for c in s['robust_coverage'])} | "
         f"{100 * s['weakest_main']:.1f}% / {100 * s['weakest_check']:.1f}% | "
@@ -117,8 +126,7 @@ def table(summaries):
 def seed_table(summaries):
   """Each setting run on two or more seeds against float32 on those seeds (per seed, and the
   mean over them), with the worst robust coverage of any agent in any of its runs."""
-  fid = lambda s: float(np.mean(s["fid_averaged"]))
-  float32 = {s["seed"]: fid(s) for s in summaries if s["compression"].startswith("none")}
+  float32 = {s["seed"]: _mean_fid(s) for s in summaries if s["compression"].startswith("none")}
   by_setting = {}
   for s in summaries:
     if not s["compression"].startswith("none") and s["seed"] in float32:
@@ -130,16 +138,15 @@ def seed_table(summaries):
     if len(runs) < 2:
       continue
     runs.sort(key=lambda s: s["seed"])
-    ours, theirs = [fid(s) for s in runs], [float32[s["seed"]] for s in runs]
-    change = lambda a, b: f"{100 * (a / b - 1):+.1f}%"
+    ours, theirs = [_mean_fid(s) for s in runs], [float32[s["seed"]] for s in runs]
     ratio = runs[0]["float32_bytes_per_agent_per_iteration"] / runs[0][
         "bytes_per_agent_per_iteration"]
     rows.append(
         f"| {name} | 1/{ratio:.2f} | {', '.join(str(s['seed']) for s in runs)} | "
         f"{' / '.join(f'{a:.2f} ({b:.2f})' for a, b in zip(ours, theirs))} | "
-        f"{' / '.join(change(a, b) for a, b in zip(ours, theirs))} | "
+        f"{' / '.join(_change(a, b) for a, b in zip(ours, theirs))} | "
         f"**{np.mean(ours):.2f}** ({np.mean(theirs):.2f}) | "
-        f"**{change(np.mean(ours), np.mean(theirs))}** | "
+        f"**{_change(np.mean(ours), np.mean(theirs))}** | "
         f"{min(min(s['robust_coverage']) for s in runs)}/10 |")
   return "\n".join(rows) if len(rows) > 2 else ""
 
@@ -158,7 +165,7 @@ def figure(summaries, path):
                          "*" if name.startswith("none") else "o")
   for i, s in enumerate(sorted(summaries, key=lambda s: s["network_bytes_per_iteration"])):
     x, m, c = s["network_bytes_per_iteration"] / 1e6, marker(s["compression"]), colors[i % 20]
-    ax.scatter(x, np.mean(s["fid_averaged"]), color=c, marker=m, s=50,
+    ax.scatter(x, _mean_fid(s), color=c, marker=m, s=50,
                label=f"{s['compression']}, seed {s['seed']}")
     ax.scatter(x, np.mean(s["fid_raw"]), facecolors="none", edgecolors=c, marker=m, s=50)
   ax.set(xscale="log", yscale="log", xlabel="MB sent by the network per iteration (all messages)",
