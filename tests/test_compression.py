@@ -21,17 +21,23 @@ def _draws(compressor, x, n):
   return compressor.roundtrip(X, seeds).numpy().astype(np.float64)
 
 
-@pytest.mark.parametrize("bits", [1, 2, 4, 8])
-def test_quantizer_is_unbiased_with_the_variance_its_bits_predict(bits):
+@pytest.mark.parametrize("bits,scale_bits", [(1, 32), (2, 32), (4, 32), (8, 32), (4, 8)])
+def test_quantizer_is_unbiased_with_the_variance_its_bits_predict(bits, scale_bits):
   rng = np.random.default_rng(bits)
-  x = rng.normal(size=64).astype(np.float32)
+  x = rng.normal(size=64).astype(np.float32) * np.repeat([1.0, 0.3, 0.05, 2.0], 16)
   block = 16
-  q = compression.Quantize(bits, block)
+  q = compression.Quantize(bits, block, scale_bits)
   n = 4000
   draws = _draws(q, x, n)
   # Predicted: per block s = max|x|, Delta = 2 s / (2^b - 1), f = frac((x + s) / Delta),
   # Var = f (1 - f) Delta^2 <= Delta^2 / 4.
-  s = np.repeat(np.abs(x.reshape(-1, block)).max(axis=1), block).astype(np.float64)
+  s = np.abs(x.reshape(-1, block)).max(axis=1).astype(np.float64)
+  if scale_bits == 8:  # s' = m 2^(-c/16) >= s, c the largest such integer: within 2^(1/16)
+    m = s.max()
+    s_sent = m * 2.0 ** (-np.floor(16 * np.log2(m / s)) / 16)
+    assert np.all(s <= s_sent * (1 + 1e-6)) and np.all(s_sent < s * 2 ** (1 / 16))
+    s = s_sent
+  s = np.repeat(s, block)
   delta = 2 * s / (2 ** bits - 1)
   y = (x + s) / delta
   f = y - np.floor(y)
@@ -87,6 +93,7 @@ def test_bytes_per_row():
   P = 10_000
   assert compression.Identity().row_bytes(P) == 4 * P
   assert compression.Quantize(4, 256).row_bytes(P) == P // 2 + 4 * 40
+  assert compression.Quantize(4, 256, 8).row_bytes(P) == P // 2 + 4 + 40  # a byte per block
   assert compression.Quantize(1, 0).row_bytes(P) == 4 * 313 + 4     # 32 levels a word
   assert compression.Quantize(3, 0).row_bytes(P) == 4 * (625 + 313) + 4  # 2 + 1 bits
   assert compression.TopK(0.01).row_bytes(P) == 8 * 100
@@ -96,6 +103,7 @@ def test_bytes_per_row():
 @pytest.mark.parametrize("field,value,match", [
     ("compression.kind", "zip", "compression.kind='zip' is not one of"),
     ("compression.bits", 12, "compression.bits=12 is not one of"),
+    ("compression.scale_bits", 16, "compression.scale_bits=16 is not one of"),
     ("compression.fraction", 0.0, r"compression.fraction=0.0 must be in \(0, 1\]"),
     ("compression.gamma", 1.5, r"compression.gamma=1.5 must be in \(0, 1\]"),
     ("compression.statistics", "int8", "compression.statistics='int8' is not one of"),
@@ -262,12 +270,13 @@ def test_the_wire_packs_b_bit_levels_and_unpacks_them_exactly(bits, words):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("flags", [
-    ["--config.compression.kind=quantize", "--config.compression.bits=4"],
+    ["--config.compression.kind=quantize", "--config.compression.bits=4",
+     "--config.compression.block=64", "--config.compression.scale_bits=8"],
     ["--config.compression.kind=randk", "--config.compression.fraction=0.25",
      "--config.topology.link_failure=0.3", "--config.topology.agent_dropout=0.2"]])
 def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, idx_dir, flags):
   """Four agents over two in-process replicas, each all-gathering the other's compressed
-  payload (packed levels and scales, or rand-k values) and keeping its own copy of q: the same
+  payload (packed levels and byte scales, or rand-k values) and keeping its own copy of q: the same
   weights and q as one replica holding all four."""
   import os  # pylint: disable=g-import-not-at-top
   from test_trainer import TINY_FLAGS, _bin_train  # pylint: disable=g-import-not-at-top
@@ -294,7 +303,8 @@ def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, 
 
 
 @pytest.mark.parametrize("compressor", [compression.Identity(), compression.TopK(0.05),
-                                        compression.RandK(0.05), compression.Quantize(4, 0)])
+                                        compression.RandK(0.05), compression.Quantize(4, 0),
+                                        compression.Quantize(4, 16, 8)])
 def test_every_payload_crosses_the_wire_as_one_int32_row_per_agent(compressor):
   """to_wire gives the one block an exchange moves; from_wire gives back what decompresses to
   the same increment, and row_bytes is its size (rand-k: values only, top-k: index and value)."""
@@ -307,3 +317,22 @@ def test_every_payload_crosses_the_wire_as_one_int32_row_per_agent(compressor):
   np.testing.assert_array_equal(
       compressor.decompress(compression.from_wire(compressor, wire, 300), seeds).numpy(),
       compressor.decompress(payload, seeds).numpy())
+
+
+def test_byte_scales_send_zero_blocks_as_zero_and_cover_blocks_below_their_range():
+  """scale_bits = 8: an all-zero block decodes to exactly 0; a block 2^-20 below the row's
+  largest (under the codes' 2^(-254/16)) is sent with the smallest code's scale, which still
+  covers it, so its draws stay on levels within [-s', s'] and average to it."""
+  x = np.zeros([1, 48], np.float32)
+  x[0, :16] = np.linspace(-1, 1, 16)
+  x[0, 32:] = np.linspace(-1, 1, 16) * 2.0 ** -20
+  q = compression.Quantize(4, 16, 8)
+  payload = q.compress(tf.constant(x), tf.constant([[5, 1]], tf.int64))
+  assert payload["scale_code"].numpy().tolist() == [[0, 255, 254]]
+  n = 2000
+  draws = _draws(q, x[0], n)
+  assert np.all(draws[:, 16:32] == 0)
+  s_low = 2.0 ** (-254 / 16)
+  assert np.all(np.abs(draws[:, 32:]) <= s_low * (1 + 1e-6))
+  error = draws[:, 32:].mean(0) - x[0, 32:]
+  assert np.all(np.abs(error) <= 4 * (2 * s_low / 15) / 2 / np.sqrt(n))

@@ -18,7 +18,8 @@ int32 words, float32 scales and values, int32 indices):
 
   none, identity  4 P                       (identity: the lossless compressor of the tests)
   quantize        4 words(P, b) + 4 ceil(P / block)  (b P / 8 to within 4 b bytes; block = 0:
-                                                      one scale per row)
+                                                      one scale per row; scale_bits = 8: a byte
+                                                      per block and 4 per row, in words)
   topk            8 k,  k = ceil(fraction P)  (a float32 value and an int32 index each)
   randk           4 k,  k = ceil(fraction P)  (the indices follow from the shared seed)
 
@@ -39,6 +40,7 @@ from tfdiffgan.errors import ConfigError
 
 KINDS = ("none", "identity", "quantize", "topk", "randk")
 BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
+SCALE_BITS = (32, 8)
 STATISTICS = ("float32", "local")
 
 
@@ -73,10 +75,16 @@ class Quantize(Identity):
   Delta = 2 s / n) cover [-s, s]; x is sent as the level below it with probability 1 - f and the
   level above with probability f, f = (x + s) / Delta - floor((x + s) / Delta). So E[Q(x)] = x
   and Var[Q(x)] = f (1 - f) Delta^2 <= Delta^2 / 4 per coordinate. An all-zero block sends 0.
+
+  scale_bits = 32 sends each s as float32. scale_bits = 8 sends one float32 per row, m = the
+  largest s, and each block's scale as a byte c: s' = m 2^(-c/16) >= s, the smallest such step
+  of 2^(1/16) (c <= 254; c = 255: an all-zero block). The levels then cover [-s', s'] ⊇ [-s, s],
+  so Q stays unbiased; Delta grows by at most 2^(1/16) (4.4%). A float32 scale costs 1/8 bit a
+  weight at block 256, which alone puts 4 bits above 1/8 of float32; a byte costs 1/32.
   """
 
-  def __init__(self, bits, block):
-    self.bits, self.block = int(bits), int(block)
+  def __init__(self, bits, block, scale_bits=32):
+    self.bits, self.block, self.scale_bits = int(bits), int(block), int(scale_bits)
     self.levels = 2 ** self.bits - 1
 
   def _blocks(self, x):
@@ -85,25 +93,59 @@ class Quantize(Identity):
     nb = -(-P // B)
     return tf.reshape(tf.pad(x, [[0, 0], [0, nb * B - P]]), [x.shape[0], nb, B]), P
 
+  ZERO_CODE = 255
+
+  @staticmethod
+  def _from_code(code, top):
+    """s' = top 2^(-code/16) [L, nb] (0 for ZERO_CODE): the one function sender and receivers
+    apply to the same bytes, so both quantize with the same s'."""
+    s = top * tf.pow(2.0, -tf.cast(code, tf.float32) / 16.0)
+    return tf.where(code == Quantize.ZERO_CODE, tf.zeros_like(s), s)
+
+  def _scale(self, xb):
+    """The scale of each block [L, nb] and the payload fields that send it."""
+    s = tf.reduce_max(tf.abs(xb), axis=-1)
+    if self.scale_bits == 32:
+      return s, {"scale": s}
+    top = tf.reduce_max(s, axis=-1, keepdims=True)                        # [L, 1]
+    c = tf.floor(16.0 * tf.math.log(tf.math.divide_no_nan(top, s)) / math.log(2.0))
+    c = tf.clip_by_value(tf.where(s > 0, c, float(self.ZERO_CODE)), 0.0, float(self.ZERO_CODE))
+    c = tf.cast(c, tf.int32)
+    c = tf.where((c > 0) & (c < self.ZERO_CODE) & (self._from_code(c, top) < s), c - 1, c)
+    c = tf.where((c == self.ZERO_CODE) & (s > 0), self.ZERO_CODE - 1, c)  # below the range
+    code = tf.cast(c, tf.uint8)
+    return self._from_code(code, top), {"scale_code": code, "scale_top": top[:, 0]}
+
+  def _decoded_scale(self, payload):
+    if self.scale_bits == 32:
+      return payload["scale"]
+    return self._from_code(payload["scale_code"], payload["scale_top"][:, None])
+
   def compress(self, x, seeds):
     xb, P = self._blocks(x)                                   # [L, nb, B]
-    scale = tf.reduce_max(tf.abs(xb), axis=-1, keepdims=True)  # [L, nb, 1]
+    scale, fields = self._scale(xb)
+    scale = scale[..., None]                                  # [L, nb, 1]
     step = 2.0 * scale / self.levels
     y = tf.math.divide_no_nan(xb + scale, step)               # in [0, n]
     u = tf.stack(_rows(y, seeds, lambda r, s: tf.random.stateless_uniform(r.shape, s)))
     q = tf.clip_by_value(tf.floor(y + u), 0.0, float(self.levels))
     dtype = tf.uint8 if self.bits <= 8 else tf.uint16
-    return {"levels": tf.cast(q, dtype), "scale": scale[..., 0], "P": P}
+    return {"levels": tf.cast(q, dtype), **fields, "P": P}
 
   def decompress(self, payload, seeds):
     del seeds
-    scale = payload["scale"][..., None]
+    scale = self._decoded_scale(payload)[..., None]
     x = tf.cast(payload["levels"], tf.float32) * (2.0 * scale / self.levels) - scale
     return tf.reshape(x, [x.shape[0], -1])[:, :payload["P"]]
 
+  def scale_words(self, P):
+    """int32 words of the scales on the wire: a float32 per block, or a byte per block and one
+    float32 for the row."""
+    nb = -(-P // (self.block or P))
+    return nb if self.scale_bits == 32 else 1 + words(nb, 8)
+
   def row_bytes(self, P):
-    B = self.block or P
-    return 4 * (words(P, self.bits) + -(-P // B))
+    return 4 * (words(P, self.bits) + self.scale_words(P))
 
 
 class TopK(Identity):
@@ -212,7 +254,11 @@ def to_wire(compressor, payload):
   if isinstance(compressor, Quantize):
     P = payload["P"]
     levels = tf.reshape(payload["levels"], [payload["levels"].shape[0], -1])[:, :P]
-    parts = [payload["scale"], pack_bits(levels, compressor.bits)]
+    if compressor.scale_bits == 32:
+      scales = [payload["scale"]]
+    else:
+      scales = [payload["scale_top"][:, None], pack_bits(payload["scale_code"], 8)]
+    parts = [*scales, pack_bits(levels, compressor.bits)]
   elif isinstance(payload, dict):
     parts = [payload[key] for key in ("index", "value") if key in payload]
   else:
@@ -225,12 +271,16 @@ def from_wire(compressor, wire, P):
   as_float = lambda x: tf.bitcast(x, tf.float32)
   if isinstance(compressor, Quantize):
     B = compressor.block or P
-    nb = -(-P // B)
-    scale, words = as_float(wire[:, :nb]), wire[:, nb:]
-    levels = unpack_bits(words, compressor.bits, P)
+    nb, at = -(-P // B), compressor.scale_words(P)
+    if compressor.scale_bits == 32:
+      scales = {"scale": as_float(wire[:, :nb])}
+    else:
+      scales = {"scale_top": as_float(wire[:, 0]),
+                "scale_code": tf.cast(unpack_bits(wire[:, 1:at], 8, nb), tf.uint8)}
+    levels = unpack_bits(wire[:, at:], compressor.bits, P)
     levels = tf.reshape(tf.pad(levels, [[0, 0], [0, nb * B - P]]), [-1, nb, B])
     dtype = tf.uint8 if compressor.bits <= 8 else tf.uint16
-    return {"levels": tf.cast(levels, dtype), "scale": scale, "P": P}
+    return {"levels": tf.cast(levels, dtype), **scales, "P": P}
   if isinstance(compressor, RandK):
     return {"value": as_float(wire), "P": P}
   if isinstance(compressor, TopK):
@@ -239,11 +289,11 @@ def from_wire(compressor, wire, P):
   return as_float(wire)
 
 
-def make_compressor(kind, bits=8, fraction=0.1, block=256):
+def make_compressor(kind, bits=8, fraction=0.1, block=256, scale_bits=32):
   if kind == "identity":
     return Identity()
   if kind == "quantize":
-    return Quantize(bits, block)
+    return Quantize(bits, block, scale_bits)
   if kind == "topk":
     return TopK(fraction)
   if kind == "randk":
@@ -343,7 +393,8 @@ def make_actc(c, seed, own, holders, sizes, owner):
   or None for kind = none (today's ATC)."""
   if c is None or c["kind"] == "none":
     return None
-  return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"]), c["zeta"],
+  return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"],
+                              c["scale_bits"]), c["zeta"],
               c["gamma"], seed, own, holders, sizes, owner, c["statistics"])
 
 
@@ -356,6 +407,9 @@ def check_config(config):
                       "--config.compression.kind=...")
   if c.bits not in BITS or isinstance(c.bits, bool):
     raise ConfigError(f"compression.bits={c.bits!r} is not one of {BITS}.")
+  if c.scale_bits not in SCALE_BITS or isinstance(c.scale_bits, bool):
+    raise ConfigError(f"compression.scale_bits={c.scale_bits!r} is not one of {SCALE_BITS} "
+                      "(32: a float32 scale per block; 8: a byte per block).")
   if not isinstance(c.fraction, (int, float)) or not 0 < c.fraction <= 1:
     raise ConfigError(f"compression.fraction={c.fraction!r} must be in (0, 1].")
   if isinstance(c.block, bool) or not isinstance(c.block, int) or c.block < 0:
