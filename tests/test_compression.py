@@ -336,3 +336,19 @@ def test_byte_scales_send_zero_blocks_as_zero_and_cover_blocks_below_their_range
   assert np.all(np.abs(draws[:, 32:]) <= s_low * (1 + 1e-6))
   error = draws[:, 32:].mean(0) - x[0, 32:]
   assert np.all(np.abs(error) <= 4 * (2 * s_low / 15) / 2 / np.sqrt(n))
+
+
+def test_the_noise_tool_predicts_the_variance_of_the_draws():
+  """tools/quantizer_noise.py compares settings by E||Q(d) - d||^2 from the sent scales without
+  drawing: it must match what the draws give."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(
+      "quantizer_noise", os.path.join(ROOT, "tools", "quantizer_noise.py"))
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  d = (np.random.default_rng(6).standard_t(3, size=200) * 1e-3).astype(np.float32)
+  for q in (compression.Quantize(4, 32, 8), compression.Quantize(3, 64)):
+    measured = ((_draws(q, d, 3000) - d) ** 2).sum(1).mean()
+    np.testing.assert_allclose(tool.expected_variance(q, d), measured, rtol=0.05)

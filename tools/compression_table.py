@@ -38,7 +38,8 @@ def _compression_name(c):
   steps = "".join(f", {k} {c[k]:g}" for k in ("zeta", "gamma") if c.get(k, 1.0) != 1.0)
   if kind == "quantize":
     local = ", statistics local" if c.get("statistics") == "local" else ""
-    return f"quantize {c['bits']} bits (block {c['block']}{local}{steps})"
+    scales = ", byte scales" if c.get("scale_bits", 32) == 8 else ""
+    return f"quantize {c['bits']} bits (block {c['block']}{scales}{local}{steps})"
   if kind in ("topk", "randk"):
     return f"{kind} {100 * c['fraction']:g}%" + (f" ({steps[2:]})" if steps else "")
   return "none (float32)" if kind == "none" else kind
