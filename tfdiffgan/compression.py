@@ -116,7 +116,8 @@ class Quantize(Identity):
     code = tf.cast(c, tf.uint8)
     return self._from_code(code, top), {"scale_code": code, "scale_top": top[:, 0]}
 
-  def _decoded_scale(self, payload):
+  def sent_scale(self, payload):
+    """The scale [L, nb] every block of the payload was quantized with (s, or s')."""
     if self.scale_bits == 32:
       return payload["scale"]
     return self._from_code(payload["scale_code"], payload["scale_top"][:, None])
@@ -134,7 +135,7 @@ class Quantize(Identity):
 
   def decompress(self, payload, seeds):
     del seeds
-    scale = self._decoded_scale(payload)[..., None]
+    scale = self.sent_scale(payload)[..., None]
     x = tf.cast(payload["levels"], tf.float32) * (2.0 * scale / self.levels) - scale
     return tf.reshape(x, [x.shape[0], -1])[:, :payload["P"]]
 

@@ -26,7 +26,7 @@ from tfdiffgan import topology
 def expected_variance(quantizer, d):
   """E ||Q(d) - d||^2 for one row d [P]: f (1 - f) Delta^2 summed, with the sent scales."""
   payload = quantizer.compress(tf.constant(d[None], tf.float32), tf.constant([[0, 0]], tf.int64))
-  scale = quantizer._decoded_scale(payload).numpy()[0].astype(np.float64)  # pylint: disable=protected-access
+  scale = quantizer.sent_scale(payload).numpy()[0].astype(np.float64)
   B = quantizer.block or d.size
   x = np.pad(d.astype(np.float64), (0, scale.size * B - d.size)).reshape(scale.size, B)
   delta = 2 * scale[:, None] / quantizer.levels
