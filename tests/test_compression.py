@@ -24,7 +24,7 @@ def _draws(compressor, x, n):
 @pytest.mark.parametrize("bits,scale_bits", [(1, 32), (2, 32), (4, 32), (8, 32), (4, 8)])
 def test_quantizer_is_unbiased_with_the_variance_its_bits_predict(bits, scale_bits):
   rng = np.random.default_rng(bits)
-  x = rng.normal(size=64).astype(np.float32) * np.repeat([1.0, 0.3, 0.05, 2.0], 16)
+  x = (rng.normal(size=64) * np.repeat([1.0, 0.3, 0.05, 2.0], 16)).astype(np.float32)
   block = 16
   q = compression.Quantize(bits, block, scale_bits)
   n = 4000
@@ -53,6 +53,32 @@ def test_quantizer_is_unbiased_with_the_variance_its_bits_predict(bits, scale_bi
   measured = draws.var(0)
   assert np.all(measured <= delta ** 2 / 4 * 1.1 + 1e-9)
   np.testing.assert_allclose(measured.sum(), var.sum(), rtol=0.05)
+
+
+@pytest.mark.parametrize("bits,scale_bits", [(2, 32), (4, 8)])
+def test_subtractive_dither_leaves_an_error_uniform_on_half_a_step(bits, scale_bits):
+  """The receivers remove the dither they draw from the sender's seed: the error is within
+  Delta / 2 of x, averages to 0, and has variance Delta^2 / 12 for every x, on the same levels
+  as stochastic rounding sends."""
+  x = (np.random.default_rng(bits).normal(size=64) * np.repeat([1.0, 0.3, 0.05, 2.0], 16)
+       ).astype(np.float32)
+  subtractive = compression.Quantize(bits, 16, scale_bits, "subtractive")
+  stochastic = compression.Quantize(bits, 16, scale_bits)
+  seeds = tf.constant([[3, 8]], tf.int64)
+  sent = [c.compress(tf.constant(x[None]), seeds) for c in (subtractive, stochastic)]
+  for key in sent[0]:
+    np.testing.assert_array_equal(np.asarray(sent[0][key]), np.asarray(sent[1][key]))
+  n = 4000
+  error = _draws(subtractive, x, n) - x
+  delta = np.repeat(2 * subtractive.sent_scale(sent[0]).numpy()[0] / (2 ** bits - 1), 16)
+  assert np.all(np.abs(error) <= delta / 2 * (1 + 1e-5) + 1e-7)
+  var = delta.astype(np.float64) ** 2 / 12
+  assert abs(error.mean(0).sum()) <= 3 * np.sqrt(var.sum() / n)
+  assert np.all(np.abs(error.mean(0)) <= 4 * np.sqrt(var / n) + 1e-6)
+  np.testing.assert_allclose(error.var(0), var, rtol=0.15)
+  np.testing.assert_allclose(error.var(0).sum(), var.sum(), rtol=0.05)
+  # and half the noise of stochastic rounding on these x (f spread over [0, 1))
+  assert error.var(0).sum() < 0.7 * ((_draws(stochastic, x, n) - x) ** 2).mean(0).sum()
 
 
 def test_quantizer_draws_depend_on_the_seed_only():
@@ -104,6 +130,7 @@ def test_bytes_per_row():
     ("compression.kind", "zip", "compression.kind='zip' is not one of"),
     ("compression.bits", 12, "compression.bits=12 is not one of"),
     ("compression.scale_bits", 16, "compression.scale_bits=16 is not one of"),
+    ("compression.dither", "none", "compression.dither='none' is not one of"),
     ("compression.fraction", 0.0, r"compression.fraction=0.0 must be in \(0, 1\]"),
     ("compression.gamma", 1.5, r"compression.gamma=1.5 must be in \(0, 1\]"),
     ("compression.statistics", "int8", "compression.statistics='int8' is not one of"),
@@ -271,12 +298,14 @@ def test_the_wire_packs_b_bit_levels_and_unpacks_them_exactly(bits, words):
 @pytest.mark.e2e
 @pytest.mark.parametrize("flags", [
     ["--config.compression.kind=quantize", "--config.compression.bits=4",
-     "--config.compression.block=64", "--config.compression.scale_bits=8"],
+     "--config.compression.block=64", "--config.compression.scale_bits=8",
+     "--config.compression.dither=subtractive"],
     ["--config.compression.kind=randk", "--config.compression.fraction=0.25",
      "--config.topology.link_failure=0.3", "--config.topology.agent_dropout=0.2"]])
 def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, idx_dir, flags):
   """Four agents over two in-process replicas, each all-gathering the other's compressed
-  payload (packed levels and byte scales, or rand-k values) and keeping its own copy of q: the same
+  payload (packed levels and byte scales, whose dither each receiver removes, or rand-k values)
+  and keeping its own copy of q: the same
   weights and q as one replica holding all four."""
   import os  # pylint: disable=g-import-not-at-top
   from test_trainer import TINY_FLAGS, _bin_train  # pylint: disable=g-import-not-at-top
@@ -304,7 +333,7 @@ def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, 
 
 @pytest.mark.parametrize("compressor", [compression.Identity(), compression.TopK(0.05),
                                         compression.RandK(0.05), compression.Quantize(4, 0),
-                                        compression.Quantize(4, 16, 8)])
+                                        compression.Quantize(4, 16, 8, "subtractive")])
 def test_every_payload_crosses_the_wire_as_one_int32_row_per_agent(compressor):
   """to_wire gives the one block an exchange moves; from_wire gives back what decompresses to
   the same increment, and row_bytes is its size (rand-k: values only, top-k: index and value)."""
@@ -349,6 +378,7 @@ def test_the_noise_tool_predicts_the_variance_of_the_draws():
   tool = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(tool)
   d = (np.random.default_rng(6).standard_t(3, size=200) * 1e-3).astype(np.float32)
-  for q in (compression.Quantize(4, 32, 8), compression.Quantize(3, 64)):
+  for q in (compression.Quantize(4, 32, 8), compression.Quantize(3, 64),
+            compression.Quantize(4, 32, 8, "subtractive")):
     measured = ((_draws(q, d, 3000) - d) ** 2).sum(1).mean()
     np.testing.assert_allclose(tool.expected_variance(q, d), measured, rtol=0.05)

@@ -41,13 +41,8 @@ from tfdiffgan.errors import ConfigError
 KINDS = ("none", "identity", "quantize", "topk", "randk")
 BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
 SCALE_BITS = (32, 8)
+DITHERS = ("stochastic", "subtractive")
 STATISTICS = ("float32", "local")
-
-
-def _rows(x, seeds, fn):
-  """fn(row, seed) for each row of x [L, P] with its own seed: agent k's draw depends on its
-  seed only, never on which rows share its tensor (placement-independent)."""
-  return [fn(x[i], seeds[i]) for i in range(x.shape[0])]
 
 
 class Identity:
@@ -76,6 +71,12 @@ class Quantize(Identity):
   level above with probability f, f = (x + s) / Delta - floor((x + s) / Delta). So E[Q(x)] = x
   and Var[Q(x)] = f (1 - f) Delta^2 <= Delta^2 / 4 per coordinate. An all-zero block sends 0.
 
+  dither = subtractive: the receivers draw the sender's dither u from the same seed and rebuild
+  x^ = (j + 1/2 - u) Delta - s from the same level j. The error is then uniform on
+  [-Delta/2, Delta/2] whatever x is (subtractive dither: Schuchman 1964; Gray and Stockham, IEEE
+  Trans. IT 39, 1993), so E[x^] = x and Var = Delta^2 / 12: half the mean f (1 - f) Delta^2 of
+  stochastic rounding, for the same bits on the wire (only decompress changes).
+
   scale_bits = 32 sends each s as float32. scale_bits = 8 sends one float32 per row, m = the
   largest s, and each block's scale as a byte c: s' = m 2^(-c/16) >= s, the smallest such step
   of 2^(1/16) (c <= 254; c = 255: an all-zero block). The levels then cover [-s', s'] ⊇ [-s, s],
@@ -83,9 +84,16 @@ class Quantize(Identity):
   weight at block 256, which alone puts 4 bits above 1/8 of float32; a byte costs 1/32.
   """
 
-  def __init__(self, bits, block, scale_bits=32):
+  def __init__(self, bits, block, scale_bits=32, dither="stochastic"):
     self.bits, self.block, self.scale_bits = int(bits), int(block), int(scale_bits)
+    self.dither = dither
     self.levels = 2 ** self.bits - 1
+
+  @staticmethod
+  def _uniform(shape, seeds):
+    """The dither [L, *shape], row i from seeds[i] alone: agent k's draw never depends on which
+    rows share its tensor (placement-independent), and a receiver draws the same."""
+    return tf.stack([tf.random.stateless_uniform(shape, seeds[i]) for i in range(seeds.shape[0])])
 
   def _blocks(self, x):
     P = x.shape[-1]
@@ -128,15 +136,17 @@ class Quantize(Identity):
     scale = scale[..., None]                                  # [L, nb, 1]
     step = 2.0 * scale / self.levels
     y = tf.math.divide_no_nan(xb + scale, step)               # in [0, n]
-    u = tf.stack(_rows(y, seeds, lambda r, s: tf.random.stateless_uniform(r.shape, s)))
-    q = tf.clip_by_value(tf.floor(y + u), 0.0, float(self.levels))
+    q = tf.clip_by_value(tf.floor(y + self._uniform(y.shape[1:], seeds)), 0.0,
+                         float(self.levels))
     dtype = tf.uint8 if self.bits <= 8 else tf.uint16
     return {"levels": tf.cast(q, dtype), **fields, "P": P}
 
   def decompress(self, payload, seeds):
-    del seeds
     scale = self.sent_scale(payload)[..., None]
-    x = tf.cast(payload["levels"], tf.float32) * (2.0 * scale / self.levels) - scale
+    levels = tf.cast(payload["levels"], tf.float32)
+    if self.dither == "subtractive":
+      levels += 0.5 - self._uniform(levels.shape[1:], seeds)
+    x = levels * (2.0 * scale / self.levels) - scale
     return tf.reshape(x, [x.shape[0], -1])[:, :payload["P"]]
 
   def scale_words(self, P):
@@ -290,11 +300,11 @@ def from_wire(compressor, wire, P):
   return as_float(wire)
 
 
-def make_compressor(kind, bits=8, fraction=0.1, block=256, scale_bits=32):
+def make_compressor(kind, bits=8, fraction=0.1, block=256, scale_bits=32, dither="stochastic"):
   if kind == "identity":
     return Identity()
   if kind == "quantize":
-    return Quantize(bits, block, scale_bits)
+    return Quantize(bits, block, scale_bits, dither)
   if kind == "topk":
     return TopK(fraction)
   if kind == "randk":
@@ -395,7 +405,7 @@ def make_actc(c, seed, own, holders, sizes, owner):
   if c is None or c["kind"] == "none":
     return None
   return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"],
-                              c["scale_bits"]), c["zeta"],
+                              c["scale_bits"], c["dither"]), c["zeta"],
               c["gamma"], seed, own, holders, sizes, owner, c["statistics"])
 
 
@@ -411,6 +421,9 @@ def check_config(config):
   if c.scale_bits not in SCALE_BITS or isinstance(c.scale_bits, bool):
     raise ConfigError(f"compression.scale_bits={c.scale_bits!r} is not one of {SCALE_BITS} "
                       "(32: a float32 scale per block; 8: a byte per block).")
+  if c.dither not in DITHERS:
+    raise ConfigError(f"compression.dither={c.dither!r} is not one of {DITHERS} (stochastic: "
+                      "the receiver takes the level; subtractive: it also removes the dither).")
   if not isinstance(c.fraction, (int, float)) or not 0 < c.fraction <= 1:
     raise ConfigError(f"compression.fraction={c.fraction!r} must be in (0, 1].")
   if isinstance(c.block, bool) or not isinstance(c.block, int) or c.block < 0:

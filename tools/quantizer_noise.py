@@ -1,6 +1,6 @@
 """How much noise a quantizer setting puts into the combine, on a finished compressed run's state.
 
-  python tools/quantizer_noise.py RUN_DIR [--bits=4] [--settings=256:32,256:8,160:8,1024:32]
+  python tools/quantizer_noise.py RUN_DIR [--bits=4] [--settings=256:32,160:8:subtractive,...]
 
 ACTC's compress step sends C(psi_k - q_k). Its noise is what the combine (w_k = sum_l a_lk q_l)
 passes on, so it is worth comparing across block sizes and scale formats at equal bits before
@@ -24,13 +24,16 @@ from tfdiffgan import topology
 
 
 def expected_variance(quantizer, d):
-  """E ||Q(d) - d||^2 for one row d [P]: f (1 - f) Delta^2 summed, with the sent scales."""
+  """E ||Q(d) - d||^2 for one row d [P] with the sent scales: f (1 - f) Delta^2 summed
+  (stochastic rounding), or Delta^2 / 12 each (subtractive dither)."""
   payload = quantizer.compress(tf.constant(d[None], tf.float32), tf.constant([[0, 0]], tf.int64))
   scale = quantizer.sent_scale(payload).numpy()[0].astype(np.float64)
   B = quantizer.block or d.size
   x = np.pad(d.astype(np.float64), (0, scale.size * B - d.size)).reshape(scale.size, B)
   delta = 2 * scale[:, None] / quantizer.levels
   y = np.divide(x + scale[:, None], delta, out=np.zeros_like(x), where=delta > 0)
+  if quantizer.dither == "subtractive":  # uniform on [-Delta/2, Delta/2] wherever Delta > 0
+    return float((np.broadcast_to(delta, x.shape).ravel()[:d.size] ** 2).sum() / 12)
   f = y - np.floor(y)
   return float((f * (1 - f) * delta ** 2).sum())
 
@@ -39,8 +42,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("run_dir")
   parser.add_argument("--bits", type=int, default=4)
-  parser.add_argument("--settings", default="256:32,256:8,160:8,1024:32",
-                      help="block:scale_bits pairs to compare")
+  parser.add_argument("--settings", default="256:32,1024:32,256:8,160:8,160:8:subtractive",
+                      help="block:scale_bits[:dither] settings to compare")
   args = parser.parse_args()
   with open(os.path.join(args.run_dir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -50,11 +53,12 @@ def main():
   reader = tf.train.load_checkpoint(os.path.join(args.run_dir, "checkpoints"))
   A = topology.combination_matrix(config.topology, config.num_agents, seed=config.seed)
   K = config.num_agents
-  settings = [tuple(int(v) for v in s.split(":")) for s in args.settings.split(",")]
+  settings = [(int(f[0]), int(f[1]), f[2] if len(f) > 2 else "stochastic")
+              for f in (s.split(":") for s in args.settings.split(","))]
   print(f"{args.run_dir}: {args.bits} bits, E||Q(d_k) - d_k||^2 / ||d_k||^2, mean over {K} agents")
-  print(f"| block | scales | D | G | D and G |\n|---|---|---|---|---|")
-  for block, scale_bits in settings:
-    quantizer = compression.Quantize(args.bits, block, scale_bits)
+  print("| block | scales | dither | D | G | D and G |\n|---|---|---|---|---|---|")
+  for block, scale_bits, dither in settings:
+    quantizer = compression.Quantize(args.bits, block, scale_bits, dither)
     ratio = {}
     for net in ("d", "g"):
       q = np.stack([reader.get_tensor(f"compression/agent_{l}/q_{net}/.ATTRIBUTES/VARIABLE_VALUE")
@@ -62,7 +66,8 @@ def main():
       ratio[net] = [expected_variance(quantizer, A[:, k] @ q - q[k]) / float(np.sum(
           (A[:, k] @ q - q[k]) ** 2)) for k in range(K)]
     both = np.mean(ratio["d"] + ratio["g"])
-    print(f"| {block} | {'byte' if scale_bits == 8 else 'float32'} | {np.mean(ratio['d']):.4f} "
+    print(f"| {block} | {'byte' if scale_bits == 8 else 'float32'} | {dither} "
+          f"| {np.mean(ratio['d']):.4f} "
           f"| {np.mean(ratio['g']):.4f} | {both:.4f} |")
 
 

@@ -98,6 +98,8 @@ def get_config():
   config.compression.bits = 8           # quantize: 1..8 or 16 bits per weight
   config.compression.block = 256        # quantize: weights per scale (0: one scale per network)
   config.compression.scale_bits = 32    # quantize: each block's scale as float32 | 8: a byte
+  config.compression.dither = "stochastic"  # quantize: stochastic rounding | subtractive: the
+  #                                           receivers remove the shared dither (half the noise)
   config.compression.fraction = 0.1     # topk, randk: fraction of weights sent
   config.compression.zeta = 1.0         # compression step: q <- q + zeta C(psi - q)
   config.compression.gamma = 1.0        # combine step: w = (1 - gamma) psi + gamma A^T q
