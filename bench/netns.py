@@ -61,10 +61,13 @@ COMPRESSION = {"none": [],
                "quantize4local": ["--config.compression.kind=quantize",
                                   "--config.compression.bits=4", "--config.compression.block=1024",
                                   "--config.compression.statistics=local"],
-               # 4 bits, a byte scale per 160 weights, statistics unsent: 1/8.01
-               "quantize4b8": ["--config.compression.kind=quantize", "--config.compression.bits=4",
-                               "--config.compression.block=160", "--config.compression.scale_bits=8",
-                               "--config.compression.statistics=local"]}
+               # 4 bits, a byte scale per 160 weights, subtractive dither, statistics unsent:
+               # 1/8.01
+               "quantize4sub": ["--config.compression.kind=quantize",
+                                "--config.compression.bits=4", "--config.compression.block=160",
+                                "--config.compression.scale_bits=8",
+                                "--config.compression.dither=subtractive",
+                                "--config.compression.statistics=local"]}
 
 
 def train_command(workdir, workers, exchange, compression, iters, log_every):
