@@ -39,7 +39,8 @@ def _compression_name(c):
   if kind == "quantize":
     local = ", statistics local" if c.get("statistics") == "local" else ""
     scales = ", byte scales" if c.get("scale_bits", 32) == 8 else ""
-    return f"quantize {c['bits']} bits (block {c['block']}{scales}{local}{steps})"
+    dither = ", subtractive dither" if c.get("dither") == "subtractive" else ""
+    return f"quantize {c['bits']} bits (block {c['block']}{scales}{dither}{local}{steps})"
   if kind in ("topk", "randk"):
     return f"{kind} {100 * c['fraction']:g}%" + (f" ({steps[2:]})" if steps else "")
   return "none (float32)" if kind == "none" else kind
