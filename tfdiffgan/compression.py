@@ -84,6 +84,8 @@ class Quantize(Identity):
   weight at block 256, which alone puts 4 bits above 1/8 of float32; a byte costs 1/32.
   """
 
+  ZERO_CODE = 255  # scale_bits = 8: the byte of an all-zero block
+
   def __init__(self, bits, block, scale_bits=32, dither="stochastic"):
     self.bits, self.block, self.scale_bits = int(bits), int(block), int(scale_bits)
     self.dither = dither
@@ -100,8 +102,6 @@ class Quantize(Identity):
     B = self.block or P
     nb = -(-P // B)
     return tf.reshape(tf.pad(x, [[0, 0], [0, nb * B - P]]), [x.shape[0], nb, B]), P
-
-  ZERO_CODE = 255
 
   @staticmethod
   def _from_code(code, top):
