@@ -131,6 +131,7 @@ def test_bytes_per_row():
     ("compression.bits", 12, "compression.bits=12 is not one of"),
     ("compression.scale_bits", 16, "compression.scale_bits=16 is not one of"),
     ("compression.dither", "none", "compression.dither='none' is not one of"),
+    ("compression.combine", "cd", "compression.combine='cd' is not one of"),
     ("compression.fraction", 0.0, r"compression.fraction=0.0 must be in \(0, 1\]"),
     ("compression.gamma", 1.5, r"compression.gamma=1.5 must be in \(0, 1\]"),
     ("compression.statistics", "int8", "compression.statistics='int8' is not one of"),
@@ -174,7 +175,9 @@ def test_none_is_todays_diffusion_bit_for_bit(tmp_path, idx_dir):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("lossless", [{"compression.kind": "identity"},
-                                      {"compression.kind": "topk", "compression.fraction": 1.0}])
+                                      {"compression.kind": "topk", "compression.fraction": 1.0},
+                                      {"compression.kind": "identity",
+                                       "compression.combine": "choco"}])
 def test_actc_with_a_lossless_compressor_is_atc(tmp_path, idx_dir, lossless):
   atc = _train(idx_dir, tmp_path / "atc")
   actc = _train(idx_dir, tmp_path / "actc", **lossless)
@@ -382,3 +385,26 @@ def test_the_noise_tool_predicts_the_variance_of_the_draws():
             compression.Quantize(4, 32, 8, "subtractive")):
     measured = ((_draws(q, d, 3000) - d) ** 2).sum(1).mean()
     np.testing.assert_allclose(tool.expected_variance(q, d), measured, rtol=0.05)
+
+
+@pytest.mark.parametrize("combine", ["choco", "actc"])
+def test_choco_keeps_the_network_average_of_the_adapted_weights(combine):
+  """combine = choco: w_k = psi_k + gamma (sum_l a_lk q_l - q_k). With A doubly stochastic the
+  mixing terms cancel in the sum over agents, so after lossy rounds the agents' mean is the mean
+  of their adapted psi; actc's w_k = sum_l a_lk q_l moves it by the quantization noise."""
+  K, P = 4, 500
+  A = np.array([[.5, .25, 0, .25], [.25, .5, .25, 0], [0, .25, .5, .25], [.25, 0, .25, .5]],
+               np.float32)
+  actc = compression.ACTC(compression.Quantize(2, 0), 1.0, 1.0, seed=0, own=range(K),
+                          holders={0: (None, range(K))}, sizes={"g": P}, owner=lambda l: 0,
+                          statistics="local", combine=combine)
+  rng = np.random.default_rng(0)
+  for _ in range(3):
+    psi = tf.constant(rng.normal(size=(K, P)).astype(np.float32))
+    w = actc.step("g", psi, list(range(K)), 0, send=lambda payload: payload,
+                  combine=lambda q: tf.constant(A.T) @ q).numpy()
+    error = np.abs(w.mean(0) - psi.numpy().mean(0)).max()
+    if combine == "choco":
+      assert error < 1e-5
+    else:
+      assert error > 1e-2

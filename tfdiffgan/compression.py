@@ -6,6 +6,15 @@ ACTC (Carpentiero, Matta, Sayed, arXiv 2112.02129) replaces the combine of eq. (
   compress  q_k  <- q_k + zeta * C_k(psi_k - q_k)           only C_k(psi_k - q_k) is sent
   combine   w_k  =  (1 - gamma) psi_k + gamma * sum_l a_lk q_l
 
+or, with ``combine = choco`` (CHOCO-SGD's gossip step, Koloskova, Stich, Jaggi, ICML 2019),
+
+  combine   w_k  =  psi_k + gamma * (sum_l a_lk q_l - q_k)
+
+which adds each agent's own compression error back (w_k = sum_l a_lk q_l + psi_k - q_k at
+gamma = 1): as A is doubly stochastic, sum_k w_k = sum_k psi_k, so no quantization noise
+reaches the network's average, only the agents' disagreement. Both are ATC with a lossless
+compressor at zeta = gamma = 1.
+
 Every receiver rebuilds q_l from the same compressed increments, so each worker keeps q for the
 agents in its reach (allgather and local: every agent; neighbors: its own and its neighbour
 workers'). ``none`` never builds any of this: the step runs today's ATC code path, bit for bit.
@@ -42,6 +51,7 @@ KINDS = ("none", "identity", "quantize", "topk", "randk")
 BITS = (1, 2, 3, 4, 5, 6, 7, 8, 16)
 SCALE_BITS = (32, 8)
 DITHERS = ("stochastic", "subtractive")
+COMBINES = ("actc", "choco")
 STATISTICS = ("float32", "local")
 
 
@@ -335,13 +345,15 @@ class ACTC:
              metrics.json scores recompute theirs at read-out (models.recalibrate_batchnorm).
   """
 
-  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner, statistics):
+  def __init__(self, compressor, zeta, gamma, seed, own, holders, sizes, owner, statistics,
+               combine="actc"):
     """own: the agents this process adapts. holders: {worker: (device or None, reach)}: each
     worker of this process (one, or every in-process replica under mirrored) keeps q_l for the
     agents l in its reach (those whose rows its exchange returns, exchange.reach), on its own
     device, so no worker reads another's variables. sizes: {'d': P_D, 'g': P_G}, the flat size
     of each network's trainable weights. owner(l): the worker that adapts agent l."""
     self.compressor, self.zeta, self.gamma = compressor, float(zeta), float(gamma)
+    self.choco = combine == "choco"
     self.send_statistics = statistics == "float32"
     self.own, self.owner = list(own), owner
     self.reach = {w: list(reach) for w, (_, reach) in holders.items()}
@@ -393,7 +405,10 @@ class ACTC:
     q_new = q_reach + self.zeta * increment
     with tf.control_dependencies([q[l].assign(q_new[i]) for i, l in enumerate(reach)]):
       mixed = combine(tf.identity(q_new))
-    w = (1.0 - self.gamma) * psi + self.gamma * mixed
+    if self.choco:
+      w = psi + self.gamma * (mixed - tf.gather(q_new, [reach.index(k) for k in own]))
+    else:
+      w = (1.0 - self.gamma) * psi + self.gamma * mixed
     if active is not None:
       w = tf.where(tf.gather(active, own)[:, None] > 0, w, psi)
     return w
@@ -406,7 +421,7 @@ def make_actc(c, seed, own, holders, sizes, owner):
     return None
   return ACTC(make_compressor(c["kind"], c["bits"], c["fraction"], c["block"],
                               c["scale_bits"], c["dither"]), c["zeta"],
-              c["gamma"], seed, own, holders, sizes, owner, c["statistics"])
+              c["gamma"], seed, own, holders, sizes, owner, c["statistics"], c["combine"])
 
 
 def check_config(config):
@@ -424,6 +439,9 @@ def check_config(config):
   if c.dither not in DITHERS:
     raise ConfigError(f"compression.dither={c.dither!r} is not one of {DITHERS} (stochastic: "
                       "the receiver takes the level; subtractive: it also removes the dither).")
+  if c.combine not in COMBINES:
+    raise ConfigError(f"compression.combine={c.combine!r} is not one of {COMBINES} (actc: "
+                      "w = (1 - gamma) psi + gamma A^T q; choco: w = psi + gamma (A^T q - q)).")
   if not isinstance(c.fraction, (int, float)) or not 0 < c.fraction <= 1:
     raise ConfigError(f"compression.fraction={c.fraction!r} must be in (0, 1].")
   if isinstance(c.block, bool) or not isinstance(c.block, int) or c.block < 0:

@@ -39,7 +39,8 @@ ADDED_FIELDS = {"topology.link_failure": 0.0, "topology.agent_dropout": 0.0,
                 "compression.kind": "none", "compression.bits": 8, "compression.block": 256,
                 "compression.fraction": 0.1, "compression.zeta": 1.0,
                 "compression.gamma": 1.0, "compression.statistics": "float32",
-                "compression.scale_bits": 32, "compression.dither": "stochastic"}
+                "compression.scale_bits": 32, "compression.dither": "stochastic",
+                "compression.combine": "actc"}
 
 
 def _numbers(node, prefix=""):

@@ -103,6 +103,7 @@ def get_config():
   config.compression.fraction = 0.1     # topk, randk: fraction of weights sent
   config.compression.zeta = 1.0         # compression step: q <- q + zeta C(psi - q)
   config.compression.gamma = 1.0        # combine step: w = (1 - gamma) psi + gamma A^T q
+  config.compression.combine = "actc"   # | choco: w = psi + gamma (A^T q - q), exact average
   config.compression.statistics = "float32"  # BatchNorm moving statistics: combined as float32
   #                                            (eq. 10b) | local: each agent keeps its own, unsent
 
