@@ -40,7 +40,8 @@ def _compression_name(c):
     local = ", statistics local" if c.get("statistics") == "local" else ""
     scales = ", byte scales" if c.get("scale_bits", 32) == 8 else ""
     dither = ", subtractive dither" if c.get("dither") == "subtractive" else ""
-    return f"quantize {c['bits']} bits (block {c['block']}{scales}{dither}{local}{steps})"
+    choco = ", CHOCO combine" if c.get("combine") == "choco" else ""
+    return f"quantize {c['bits']} bits (block {c['block']}{scales}{dither}{local}{choco}{steps})"
   if kind in ("topk", "randk"):
     return f"{kind} {100 * c['fraction']:g}%" + (f" ({steps[2:]})" if steps else "")
   return "none (float32)" if kind == "none" else kind
