@@ -302,13 +302,13 @@ def test_the_wire_packs_b_bit_levels_and_unpacks_them_exactly(bits, words):
 @pytest.mark.parametrize("flags", [
     ["--config.compression.kind=quantize", "--config.compression.bits=4",
      "--config.compression.block=64", "--config.compression.scale_bits=8",
-     "--config.compression.dither=subtractive"],
+     "--config.compression.dither=subtractive", "--config.compression.combine=choco"],
     ["--config.compression.kind=randk", "--config.compression.fraction=0.25",
      "--config.topology.link_failure=0.3", "--config.topology.agent_dropout=0.2"]])
 def test_mirrored_allgather_of_the_payload_matches_the_local_exchange(tmp_path, idx_dir, flags):
   """Four agents over two in-process replicas, each all-gathering the other's compressed
-  payload (packed levels and byte scales, whose dither each receiver removes, or rand-k values)
-  and keeping its own copy of q: the same
+  payload (packed levels and byte scales, whose dither each receiver removes, combined as
+  CHOCO; or rand-k values) and keeping its own copy of q: the same
   weights and q as one replica holding all four."""
   import os  # pylint: disable=g-import-not-at-top
   from test_trainer import TINY_FLAGS, _bin_train  # pylint: disable=g-import-not-at-top
