@@ -67,14 +67,9 @@ COMPRESSION = {"none": [],
                                 "--config.compression.bits=4", "--config.compression.block=160",
                                 "--config.compression.scale_bits=8",
                                 "--config.compression.dither=subtractive",
-                                "--config.compression.statistics=local"],
-               # the same with the CHOCO combine: docs/RESULTS.md's recommended setting
-               "quantize4choco": ["--config.compression.kind=quantize",
-                                  "--config.compression.bits=4", "--config.compression.block=160",
-                                  "--config.compression.scale_bits=8",
-                                  "--config.compression.dither=subtractive",
-                                  "--config.compression.statistics=local",
-                                  "--config.compression.combine=choco"]}
+                                "--config.compression.statistics=local"]}
+# the same with the CHOCO combine: docs/RESULTS.md's recommended setting
+COMPRESSION["quantize4choco"] = [*COMPRESSION["quantize4sub"], "--config.compression.combine=choco"]
 
 
 def train_command(workdir, workers, exchange, compression, iters, log_every):
