@@ -126,12 +126,11 @@ class Quantize(Identity):
     if self.scale_bits == 32:
       return s, {"scale": s}
     top = tf.reduce_max(s, axis=-1, keepdims=True)                        # [L, 1]
+    # the largest c with top 2^(-c/16) >= s; blocks below the range take the smallest scale
     c = tf.floor(16.0 * tf.math.log(tf.math.divide_no_nan(top, s)) / math.log(2.0))
-    c = tf.clip_by_value(tf.where(s > 0, c, float(self.ZERO_CODE)), 0.0, float(self.ZERO_CODE))
-    c = tf.cast(c, tf.int32)
-    c = tf.where((c > 0) & (c < self.ZERO_CODE) & (self._from_code(c, top) < s), c - 1, c)
-    c = tf.where((c == self.ZERO_CODE) & (s > 0), self.ZERO_CODE - 1, c)  # below the range
-    code = tf.cast(c, tf.uint8)
+    c = tf.cast(tf.clip_by_value(c, 0.0, self.ZERO_CODE - 1.0), tf.int32)
+    c = tf.where((c > 0) & (self._from_code(c, top) < s), c - 1, c)     # float32 rounding
+    code = tf.cast(tf.where(s > 0, c, self.ZERO_CODE), tf.uint8)
     return self._from_code(code, top), {"scale_code": code, "scale_top": top[:, 0]}
 
   def sent_scale(self, payload):
@@ -146,16 +145,20 @@ class Quantize(Identity):
     scale = scale[..., None]                                  # [L, nb, 1]
     step = 2.0 * scale / self.levels
     y = tf.math.divide_no_nan(xb + scale, step)               # in [0, n]
-    q = tf.clip_by_value(tf.floor(y + self._uniform(y.shape[1:], seeds)), 0.0,
-                         float(self.levels))
+    u = self._uniform(y.shape[1:], seeds)
+    q = tf.clip_by_value(tf.floor(y + u), 0.0, float(self.levels))
     dtype = tf.uint8 if self.bits <= 8 else tf.uint16
-    return {"levels": tf.cast(q, dtype), **fields, "P": P}
+    # a subtractive receiver in this process reuses u; to_wire never sends it, so a receiver
+    # elsewhere draws it again from the seeds (the same numbers)
+    dither = {"dither": u} if self.dither == "subtractive" else {}
+    return {"levels": tf.cast(q, dtype), **fields, **dither, "P": P}
 
   def decompress(self, payload, seeds):
     scale = self.sent_scale(payload)[..., None]
     levels = tf.cast(payload["levels"], tf.float32)
     if self.dither == "subtractive":
-      levels += 0.5 - self._uniform(levels.shape[1:], seeds)
+      u = payload["dither"] if "dither" in payload else self._uniform(levels.shape[1:], seeds)
+      levels += 0.5 - u
     x = levels * (2.0 * scale / self.levels) - scale
     return tf.reshape(x, [x.shape[0], -1])[:, :payload["P"]]
 
@@ -394,7 +397,8 @@ class ACTC:
     every receiver (its q stays) and it keeps w_k = psi_k."""
     reach, q = self.reach[worker], self.q[worker][net]
     q_reach = tf.stack([q[l].read_value() for l in reach])
-    q_own = tf.gather(q_reach, [reach.index(k) for k in own])
+    own_rows = [reach.index(k) for k in own]
+    q_own = tf.gather(q_reach, own_rows)
     rounds = [self.rounds[k].assign_add(1) for k in own]
     seeds = lambda agents: tf.stack([tf.stack([tf.constant(self.stream[l], tf.int64), rounds[0]])
                                      for l in agents])  # every agent is at the same round
@@ -406,7 +410,7 @@ class ACTC:
     with tf.control_dependencies([q[l].assign(q_new[i]) for i, l in enumerate(reach)]):
       mixed = combine(tf.identity(q_new))
     if self.choco:
-      w = psi + self.gamma * (mixed - tf.gather(q_new, [reach.index(k) for k in own]))
+      w = psi + self.gamma * (mixed - tf.gather(q_new, own_rows))
     else:
       w = (1.0 - self.gamma) * psi + self.gamma * mixed
     if active is not None:
