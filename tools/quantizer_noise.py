@@ -31,9 +31,9 @@ def expected_variance(quantizer, d):
   B = quantizer.block or d.size
   x = np.pad(d.astype(np.float64), (0, scale.size * B - d.size)).reshape(scale.size, B)
   delta = 2 * scale[:, None] / quantizer.levels
-  y = np.divide(x + scale[:, None], delta, out=np.zeros_like(x), where=delta > 0)
   if quantizer.dither == "subtractive":  # uniform on [-Delta/2, Delta/2] wherever Delta > 0
     return float((np.broadcast_to(delta, x.shape).ravel()[:d.size] ** 2).sum() / 12)
+  y = np.divide(x + scale[:, None], delta, out=np.zeros_like(x), where=delta > 0)
   f = y - np.floor(y)
   return float((f * (1 - f) * delta ** 2).sum())
 
@@ -56,15 +56,16 @@ def main():
   settings = [(int(f[0]), int(f[1]), f[2] if len(f) > 2 else "stochastic")
               for f in (s.split(":") for s in args.settings.split(","))]
   print(f"{args.run_dir}: {args.bits} bits, E||Q(d_k) - d_k||^2 / ||d_k||^2, mean over {K} agents")
+  increments = {}  # d_k for each network and agent, read and mixed once for every setting
+  for net in ("d", "g"):
+    q = np.stack([reader.get_tensor(f"compression/agent_{l}/q_{net}/.ATTRIBUTES/VARIABLE_VALUE")
+                  for l in range(K)])
+    increments[net] = [A[:, k] @ q - q[k] for k in range(K)]
   print("| block | scales | dither | D | G | D and G |\n|---|---|---|---|---|---|")
   for block, scale_bits, dither in settings:
     quantizer = compression.Quantize(args.bits, block, scale_bits, dither)
-    ratio = {}
-    for net in ("d", "g"):
-      q = np.stack([reader.get_tensor(f"compression/agent_{l}/q_{net}/.ATTRIBUTES/VARIABLE_VALUE")
-                    for l in range(K)])
-      ratio[net] = [expected_variance(quantizer, A[:, k] @ q - q[k]) / float(np.sum(
-          (A[:, k] @ q - q[k]) ** 2)) for k in range(K)]
+    ratio = {net: [expected_variance(quantizer, d) / float(np.sum(d ** 2)) for d in ds]
+             for net, ds in increments.items()}
     both = np.mean(ratio["d"] + ratio["g"])
     print(f"| {block} | {'byte' if scale_bits == 8 else 'float32'} | {dither} "
           f"| {np.mean(ratio['d']):.4f} "
